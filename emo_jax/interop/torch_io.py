@@ -1,0 +1,64 @@
+"""Reading PyTorch checkpoints (safetensors, or .bin through torch) into numpy, from local paths only."""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Mapping
+
+import numpy as np
+
+StateDict = dict[str, np.ndarray]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not match the model it is loaded into."""
+
+
+def find_weights_file(folder: str, stems: Iterable[str] = ("diffusion_pytorch_model", "model", "pytorch_model")) -> str:
+    """The weights file in a Hugging Face / diffusers folder: safetensors preferred over .bin."""
+    if not os.path.isdir(folder):
+        raise CheckpointError(f"checkpoint folder {folder!r} does not exist; pass a local diffusers/Hugging Face folder")
+    stems = tuple(stems)
+    for ext in (".safetensors", ".bin"):
+        for stem in stems:
+            path = os.path.join(folder, stem + ext)
+            if os.path.isfile(path):
+                return path
+    raise CheckpointError(
+        f"no weights in {folder!r}: expected one of "
+        + ", ".join(s + e for e in (".safetensors", ".bin") for s in stems)
+    )
+
+
+def load_state_dict(path: str) -> StateDict:
+    """Loads a state dict as float32-or-native numpy arrays. A .bin is read with torch.load(weights_only=True)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint file {path!r} does not exist")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        try:
+            return dict(load_file(path))
+        except Exception as e:  # safetensors raises several types for corrupt files
+            raise CheckpointError(f"cannot read safetensors file {path!r}: {e}") from e
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError(
+            f"{path!r} is a PyTorch .bin file, which needs torch installed; convert it to .safetensors or install torch"
+        ) from e
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path!r} as a PyTorch state dict: {e}") from e
+    if "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    return {k: v.detach().float().numpy() if v.dtype.is_floating_point else v.numpy() for k, v in sd.items()}
+
+
+def save_state_dict(state: Mapping[str, np.ndarray], path: str, metadata: Mapping[str, str] | None = None) -> None:
+    """Writes a safetensors file atomically (temporary file, then rename)."""
+    from safetensors.numpy import save_file
+
+    tmp = path + ".tmp"
+    save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=dict(metadata or {}))
+    os.replace(tmp, path)

@@ -1,0 +1,39 @@
+"""emo-jax: EMO (Emote Portrait Alive) in JAX/Flax for TPU-pod-scale training."""
+from setuptools import find_packages, setup
+
+setup(
+    name="emo-jax",
+    version="0.1.0",
+    description="Audio-driven portrait video diffusion (EMO) in JAX/Flax, sharded for TPU pods",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["emo_jax", "emo_jax.*", "data_pipeline", "data_pipeline.*", "configs"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax",
+        "orbax-checkpoint",
+        "grain",
+        "array-record",
+        "ml-collections",
+        "numpy",
+        "safetensors",
+        "transformers",
+        "av",
+        "pillow",
+        "opencv-python-headless",
+        "tqdm",
+        "tensorboardX",
+    ],
+    extras_require={
+        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors"],
+        "tpu": ["libtpu"],
+        "tfds": ["tensorflow-datasets"],
+    },
+    entry_points={
+        "console_scripts": [
+            "emo-summary=emo_jax.cli.summary:main",
+        ],
+    },
+)
