@@ -1,0 +1,104 @@
+"""Every attention in the model goes through `dot_product_attention`, whose implementation a config picks."""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emo_jax.models.partitioning import dense_init, zeros_init
+
+IMPLEMENTATIONS = ("xla", "chunked", "jax", "cudnn", "pallas_tpu")
+
+
+def _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None):
+    scale = q_BLHD.shape[-1] ** -0.5
+    scores = jnp.einsum("blhd,bshd->bhls", q_BLHD, k_BSHD, preferred_element_type=jnp.float32) * scale
+    if mask_BS is not None:
+        scores = jnp.where(mask_BS[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BSHD.dtype)
+    return jnp.einsum("bhls,bshd->blhd", probs, v_BSHD)
+
+
+def _chunked_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS, chunk: int):
+    """Queries in chunks under lax.map: peak score memory is chunk x S instead of L x S, on any backend."""
+    length = q_BLHD.shape[1]
+    if length <= chunk:
+        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+    pad = -length % chunk
+    q = jnp.pad(q_BLHD, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    q_NBCHD = q.reshape(q.shape[0], -1, chunk, *q.shape[2:]).swapaxes(0, 1)
+    out = jax.lax.map(lambda qc: _xla_attention(qc, k_BSHD, v_BSHD, mask_BS), q_NBCHD)
+    out = out.swapaxes(0, 1).reshape(q.shape[0], -1, *q.shape[2:])
+    return out[:, :length]
+
+
+def _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None):
+    from jax.experimental.pallas.ops.tpu import flash_attention as fa
+
+    scale = q_BLHD.shape[-1] ** -0.5
+    bias = None
+    if mask_BS is not None:
+        bias = jnp.where(mask_BS, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
+        bias = jnp.broadcast_to(bias, (q_BLHD.shape[0], q_BLHD.shape[2], q_BLHD.shape[1], k_BSHD.shape[1]))
+    out = fa.flash_attention(
+        q_BLHD.swapaxes(1, 2), k_BSHD.swapaxes(1, 2), v_BSHD.swapaxes(1, 2), ab=bias, sm_scale=scale
+    )
+    return out.swapaxes(1, 2)
+
+
+def dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None, impl: str = "xla", chunk: int = 1024):
+    """softmax(q k^T / sqrt(d)) v over [batch, length, heads, head_dim]; mask_BS (True = attend) hides keys."""
+    if impl == "xla":
+        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+    if impl == "chunked":
+        return _chunked_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS, chunk)
+    jax_mask = None if mask_BS is None else mask_BS[:, None, None, :]
+    if impl == "jax":
+        return jax.nn.dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask=jax_mask)
+    if impl == "cudnn":
+        return jax.nn.dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask=jax_mask, implementation="cudnn")
+    if impl == "pallas_tpu":
+        return _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+    raise ValueError(f"unknown attention implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
+
+
+class Attention(nn.Module):
+    """Multi-head attention with diffusers' parameter names (to_q, to_k, to_v, to_out_0)."""
+
+    dim: int
+    heads: int
+    context_dim: int | None = None
+    zero_init_out: bool = False
+    qkv_bias: bool = False
+    impl: str = "xla"
+    chunk: int = 1024
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BLC, context_BSD=None, extra_kv_BSC=None, extra_keep_B=None):
+        """Attends x to context (or itself); extra_kv joins the keys/values (reference-attention) where extra_keep."""
+        dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
+        kv_in = x_BLC if context_BSD is None else context_BSD
+        mask_BS = None
+        if extra_kv_BSC is not None:
+            own = kv_in.shape[1]
+            kv_in = jnp.concatenate([kv_in, extra_kv_BSC.astype(kv_in.dtype)], axis=1)
+            if extra_keep_B is not None:
+                keep_BS = jnp.broadcast_to(extra_keep_B[:, None], (kv_in.shape[0], extra_kv_BSC.shape[1]))
+                mask_BS = jnp.concatenate([jnp.ones((kv_in.shape[0], own), bool), keep_BS], axis=1)
+        in_axes = ("embed", "heads")
+        q = dense(self.dim, use_bias=self.qkv_bias, name="to_q", kernel_init=dense_init(in_axes),
+                  bias_init=zeros_init(("heads",)))(x_BLC)
+        k = dense(self.dim, use_bias=self.qkv_bias, name="to_k", kernel_init=dense_init(in_axes),
+                  bias_init=zeros_init(("heads",)))(kv_in)
+        v = dense(self.dim, use_bias=self.qkv_bias, name="to_v", kernel_init=dense_init(in_axes),
+                  bias_init=zeros_init(("heads",)))(kv_in)
+        split = lambda t: t.reshape(*t.shape[:2], self.heads, self.dim // self.heads)
+        out = dot_product_attention(split(q), split(k), split(v), mask_BS, self.impl, self.chunk)
+        out = out.reshape(*out.shape[:2], self.dim)
+        out_init = zeros_init(("heads", "embed")) if self.zero_init_out else dense_init(("heads", "embed"))
+        return dense(x_BLC.shape[-1], name="to_out_0", kernel_init=out_init, bias_init=zeros_init(("embed",)))(out)

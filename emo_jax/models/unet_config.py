@@ -1,0 +1,69 @@
+"""The static description of a UNet: SD1.5's shape plus the switches for EMO's extra layers."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def dtype_from_name(name: str) -> Any:
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Hashable (so it can be a Flax module attribute); built from the `model.unet` config section."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    attention_levels: tuple[bool, ...] = (True, True, True, False)  # CrossAttnDownBlock2D x3 + DownBlock2D
+    layers_per_block: int = 2
+    heads: int = 8  # diffusers calls this attention_head_dim for SD1.5; it is the number of heads
+    norm_groups: int = 32
+    # Which conditioning layers exist (sd mode: text cross-attention only).
+    text_cross_attention: bool = True
+    cross_attention_dim: int = 768
+    reference_mode: str | None = None  # None, "concat" or "cross"
+    audio_attention: bool = False
+    audio_dim: int = 768
+    temporal: bool = False
+    temporal_heads: int = 8
+    temporal_max_len: int = 32
+    temporal_layers: int = 1
+    speed_attention: bool = False
+    speed_dim: int = 768
+    # Execution.
+    attention_impl: str = "xla"
+    attention_chunk: int = 1024
+    remat: bool = False
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if len(self.attention_levels) != len(self.block_out_channels):
+            raise ValueError("unet.attention_levels needs one entry per unet.block_out_channels entry")
+        if self.reference_mode not in (None, "concat", "cross"):
+            raise ValueError(f"unet.reference_mode must be None, 'concat' or 'cross', not {self.reference_mode!r}")
+        if self.reference_mode == "cross" and self.text_cross_attention:
+            raise ValueError("reference_mode 'cross' uses the text cross-attention slot; set text_cross_attention False")
+        for c in self.block_out_channels:
+            if c % self.norm_groups or c % self.heads:
+                raise ValueError(f"channel count {c} must divide by norm_groups {self.norm_groups} and heads {self.heads}")
+
+    @property
+    def compute_dtype(self) -> Any:
+        return dtype_from_name(self.dtype)
+
+    @property
+    def weights_dtype(self) -> Any:
+        return dtype_from_name(self.param_dtype)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)

@@ -1,0 +1,28 @@
+"""Shared test utilities: tiny random PyTorch reference models and error measures."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def rel_err(a, b) -> float:
+    """max |a - b| / max |b|: the parity measure used throughout the tests."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def randomize_torch_module(module, seed: int = 0, scale: float = 0.2) -> None:
+    """Gives every parameter (norms and zero-initialised layers included) random values, so parity can fail."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            base = 1.0 if name.endswith(("norm.weight", "norm1.weight", "norm2.weight", "norm3.weight")) else 0.0
+            p.copy_(base + scale * torch.randn(p.shape, generator=gen))
+
+
+TINY_DIFFUSERS_UNET = dict(
+    sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64),
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    layers_per_block=1, attention_head_dim=2, norm_num_groups=8, cross_attention_dim=16,
+)
