@@ -1,0 +1,182 @@
+"""One input video -> segment records: resample, detect and track the face, segment, crop, measure speed, cut audio."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from data_pipeline.crop import crop_resize, segment_crop, smooth_boxes, to_crop_pixels, union_mask
+from data_pipeline.faces import HaarFaceDetector, track_faces
+from data_pipeline.schema import SegmentRecord
+from data_pipeline.segments import shot_starts, split_segments
+from data_pipeline.speed import ESTIMATORS, SpeedEstimator
+from emo_jax.audio.decode import AudioError, load_audio
+from emo_jax.video import VideoError, iter_frames, video_info
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """Settings of emo-prepare; an output folder is only ever filled with one setting."""
+
+    fps: float = 30.0
+    size: int = 512
+    detect_every: int = 5  # detection every 5th frame (6 per second at 30 fps); tracking fills the rest
+    face_expand: float = 2.0  # crop side / face side for a still face
+    box_smooth_seconds: float = 0.1  # Gaussian sigma of the temporal face-box smoothing
+    min_seconds: float = 3.0
+    max_seconds: float = 12.0
+    shot_threshold: float = 0.4
+    jpeg_quality: int = 95
+    speed_estimator: str = "flow"
+    analysis_side: int = 320  # detection, cuts and speed run on grey frames this long: ~60 KB per frame kept
+    audio_sample_rate: int = 16000
+
+    def validate(self) -> None:
+        """Raises ValueError naming the setting that cannot work."""
+        if self.fps <= 0 or self.size < 16 or self.size % 2:
+            raise ValueError(f"--fps must be > 0 and --size an even number >= 16, got {self.fps}, {self.size}")
+        if self.max_seconds < 2 * self.min_seconds:
+            raise ValueError(
+                f"--max-seconds ({self.max_seconds}) must be at least twice --min-seconds ({self.min_seconds}) "
+                "so long runs split into pieces that are all long enough")
+        if self.detect_every < 1 or self.face_expand < 1:
+            raise ValueError(f"--detect-every must be >= 1 and --face-expand >= 1, got "
+                             f"{self.detect_every}, {self.face_expand}")
+        if self.speed_estimator not in ESTIMATORS:
+            raise ValueError(
+                f"--speed-estimator {self.speed_estimator!r} is unknown; choose one of {sorted(ESTIMATORS)}")
+
+
+class SkipInput(Exception):
+    """An input that cannot give any segment, with a short machine-readable reason and a human detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def _aligned_audio(path: str, audio_offset: float, num_frames: int, cfg: PrepareConfig) -> tuple[np.ndarray, bool]:
+    """Mono audio on the video timeline (sample 0 plays with frame 0), padded to cover every frame.
+
+    Returns the audio and whether more than one frame of it had to be zero-padded.
+    """
+    try:
+        audio = load_audio(path, cfg.audio_sample_rate)
+    except AudioError as e:
+        raise SkipInput("no_audio", str(e)) from e
+    shift = round(audio_offset * cfg.audio_sample_rate)
+    audio = np.pad(audio, (shift, 0)) if shift > 0 else audio[-shift:]
+    needed = round(num_frames / cfg.fps * cfg.audio_sample_rate) + 1
+    padded = needed - len(audio) > cfg.audio_sample_rate / cfg.fps
+    return np.pad(audio, (0, max(0, needed - len(audio)))), padded
+
+
+def _analysis_frames(path: str, cfg: PrepareConfig) -> tuple[list[np.ndarray], float, tuple[int, int]]:
+    """Small grey frames at the target fps, their scale relative to the source, and the source (width, height)."""
+    grays, scale, source_size = [], 1.0, (0, 0)
+    for frame in iter_frames(path, cfg.fps):
+        h, w = frame.shape[:2]
+        scale, source_size = min(1.0, cfg.analysis_side / max(h, w)), (w, h)
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if scale < 1.0:
+            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        grays.append(gray)
+    return grays, scale, source_size
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What pass 2 needs for one segment."""
+
+    start: int
+    end: int
+    crop: np.ndarray
+    face_boxes: np.ndarray  # in crop pixels
+    speed: np.ndarray
+
+
+def _plan_segments(path: str, cfg: PrepareConfig, detector: HaarFaceDetector,
+                   estimator: SpeedEstimator) -> tuple[list[_Plan], int]:
+    """Pass 1: analysis of the whole video; returns the segment plans and the number of frames."""
+    grays, scale, (width, height) = _analysis_frames(path, cfg)
+    if len(grays) < cfg.min_seconds * cfg.fps:
+        raise SkipInput("too_short", f"{len(grays) / cfg.fps:.2f} s at {cfg.fps} fps < --min-seconds {cfg.min_seconds}")
+    starts = shot_starts(grays, cfg.shot_threshold)
+    boxes = track_faces(grays, starts, detector, cfg.detect_every, max_gap=2 * cfg.detect_every)
+    has_face = np.isfinite(boxes[:, 0])
+    if not has_face.any():
+        raise SkipInput("no_face", f"no face found by {detector.name} in {len(grays)} frames")
+    ranges = split_segments(has_face, starts, cfg.fps, cfg.min_seconds, cfg.max_seconds)
+    if not ranges:
+        raise SkipInput("no_long_face_run", f"face in {has_face.mean():.0%} of frames but never for "
+                        f"{cfg.min_seconds} s within one shot")
+    plans = []
+    for start, end in ranges:
+        smoothed = smooth_boxes(boxes[start:end], cfg.box_smooth_seconds * cfg.fps)
+        speed = estimator(grays[start:end], smoothed, cfg.fps)
+        source_boxes = smoothed / scale
+        crop = segment_crop(source_boxes, width, height, cfg.face_expand)
+        plans.append(_Plan(start, end, crop, to_crop_pixels(source_boxes, crop, cfg.size), speed))
+    return plans, len(grays)
+
+
+def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+def extract_segments(
+    path: str, cfg: PrepareConfig, detector: HaarFaceDetector, estimator: SpeedEstimator, handled: list[str]
+) -> Iterator[SegmentRecord]:
+    """Yields the input's segment records in time order; raises SkipInput for inputs that give none.
+
+    Inputs that need care but stay usable are appended to `handled` by name: "rotated" (frames turned by
+    the rotation metadata), "variable_frame_rate" (resampled by timestamps), "audio_padded" (audio ended
+    more than a frame before the video; silence added).
+    """
+    try:
+        info = video_info(path)
+    except VideoError as e:
+        raise SkipInput("unreadable", str(e)) from e
+    if info.audio_duration is None:
+        raise SkipInput("no_audio", f"{path!r} has no audio stream")
+    handled.extend(name for name, flag in (("rotated", info.rotation != 0),
+                                           ("variable_frame_rate", info.variable_frame_rate)) if flag)
+    try:
+        plans, num_frames = _plan_segments(path, cfg, detector, estimator)
+        audio, padded = _aligned_audio(path, info.audio_offset, num_frames, cfg)
+        if padded:
+            handled.append("audio_padded")
+        per_frame = cfg.audio_sample_rate / cfg.fps
+        frames = iter_frames(path, cfg.fps)
+        t = 0
+        for index, plan in enumerate(plans):
+            jpegs = []
+            for frame in frames:
+                if plan.start <= t:
+                    jpegs.append(_encode_jpeg(crop_resize(frame, plan.crop, cfg.size), cfg.jpeg_quality))
+                t += 1
+                if t == plan.end:
+                    break
+            assert len(jpegs) == plan.end - plan.start, (len(jpegs), plan)
+            first = round(plan.start * per_frame)
+            yield SegmentRecord(
+                source=path,
+                segment_index=index,
+                start_frame=plan.start,
+                fps=cfg.fps,
+                size=cfg.size,
+                frames_jpeg=jpegs,
+                face_boxes=plan.face_boxes,
+                crop_box=plan.crop,
+                face_mask=union_mask(plan.face_boxes, cfg.size),
+                speed=plan.speed,
+                speed_estimator=estimator.name,
+                audio=audio[first : first + round(len(jpegs) * per_frame)].astype(np.float32),
+                audio_sample_rate=cfg.audio_sample_rate,
+            )
+    except VideoError as e:
+        raise SkipInput("unreadable", str(e)) from e

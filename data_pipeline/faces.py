@@ -1,0 +1,95 @@
+"""Offline face detection (OpenCV Haar cascade) on every k-th frame, with interpolation between detections."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade, the one detector whose model ships inside opencv-python-headless 4.x.
+
+    OpenCV 5 removed CascadeClassifier and its xml files, hence the pin opencv-python-headless==4.14.0.94.
+    """
+
+    name = "haar_frontalface_default"
+
+    def __init__(self, min_size_fraction: float = 0.1, min_neighbors: int = 5):
+        path = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""), _CASCADE)
+        if not hasattr(cv2, "CascadeClassifier") or not os.path.isfile(path):
+            raise RuntimeError(
+                f"OpenCV {cv2.__version__} ships no Haar face cascade ({_CASCADE}); "
+                "install opencv-python-headless==4.14.0.94 (OpenCV 5 dropped it)"
+            )
+        self._cascade = cv2.CascadeClassifier(path)
+        self._min_size_fraction = min_size_fraction
+        self._min_neighbors = min_neighbors
+
+    def __call__(self, gray: np.ndarray) -> np.ndarray:
+        """Face boxes [N, 4] (x0, y0, x1, y1) in pixels of the uint8 grey image."""
+        side = max(24, int(self._min_size_fraction * min(gray.shape)))
+        found = self._cascade.detectMultiScale(
+            cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=self._min_neighbors, minSize=(side, side))
+        boxes = np.asarray(found, dtype=np.float32).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of each box in a [N, 4] with the single box b [4]."""
+    w = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _pick(boxes: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
+    """The tracked face: the box overlapping the previous one most, else the largest (the speaker, usually)."""
+    if not len(boxes):
+        return None
+    if previous is not None:
+        overlap = _iou(boxes, previous)
+        if overlap.max() > 0.3:
+            return boxes[int(overlap.argmax())]
+    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+
+
+def track_faces(
+    gray_frames: Sequence[np.ndarray],
+    shot_starts: Sequence[int],
+    detector: HaarFaceDetector,
+    every: int,
+    max_gap: int,
+) -> np.ndarray:
+    """Per-frame face boxes [T, 4], NaN where no face is tracked.
+
+    Detects on every `every`-th frame and on each shot's first and last frame; within a shot, frames between
+    two detections at most `max_gap` frames apart are linearly interpolated (so one missed detection is
+    bridged), and each detection also holds for `every // 2` frames either side. Nothing crosses a shot change.
+    """
+    n = len(gray_frames)
+    boxes = np.full((n, 4), np.nan, np.float32)
+    bounds = sorted(set(shot_starts) | {0}) + [n]
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        keys = sorted(set(range(start, end, every)) | {end - 1})
+        found: dict[int, np.ndarray] = {}
+        previous = None
+        for k in keys:
+            box = _pick(detector(gray_frames[k]), previous)
+            if box is not None:
+                found[k] = previous = box
+        detected = sorted(found)
+        for a, b in zip(detected[:-1], detected[1:]):
+            if b - a <= max_gap:
+                w = np.linspace(0.0, 1.0, b - a + 1, dtype=np.float32)[:, None]
+                boxes[a : b + 1] = (1 - w) * found[a] + w * found[b]
+        for k in detected:
+            lo, hi = max(start, k - every // 2), min(end, k + every // 2 + 1)
+            missing = np.isnan(boxes[lo:hi, 0])
+            boxes[lo:hi][missing] = found[k]
+    return boxes

@@ -1,0 +1,163 @@
+"""Grain input pipeline: ArrayRecord shards -> per-process shard -> seeded shuffle -> stage clips -> batches.
+
+Elements (numpy; frames stay uint8 RGB so the host sends 4x fewer bytes; the model scales them):
+  stage 1:    target [S, S, 3], reference [S, S, 3] (same segment, >= reference_margin frames away),
+              face_mask [S, S] (the target's face box)
+  stages 2-3: motion [n, S, S, 3] and target [f, S, S, 3] (n + f contiguous frames), reference [S, S, 3]
+              (a frame outside the clip when the segment has one), face_mask [S, S] (union of the target
+              frames' boxes), speed [f + 2m] and audio [round((f + 2m) * sr / fps)] for the target frames with
+              m = context_frames on each side (edge speeds repeated, audio zero-padded past the segment).
+A batch stacks elements on a new leading axis. The iterator's get_state()/set_state() make it checkpointable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import cv2
+import grain
+from absl import flags
+import numpy as np
+
+from data_pipeline.crop import union_mask
+from data_pipeline.schema import SegmentRecord, decode_record
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig:
+    """Input pipeline settings for one training stage."""
+
+    stage: int
+    batch_size: int
+    seed: int = 0
+    num_motion: int = 4
+    num_target: int = 12
+    reference_margin: int = 15  # stage 1: reference at least 0.5 s (at 30 fps) from the target
+    context_frames: int = 2  # m: audio and speed context on each side of the target frames
+    read_threads: int = 2
+    worker_count: int = 0  # > 0: decode in that many prefetch processes
+
+    def validate(self) -> None:
+        """Raises ValueError naming the setting that cannot work."""
+        if self.stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {self.stage}")
+        if self.batch_size < 1 or self.num_motion < 0 or self.num_target < 1 or self.context_frames < 0:
+            raise ValueError(f"batch_size and num_target must be >= 1, num_motion and context_frames >= 0: {self}")
+
+
+def shard_paths(prepared_dir: str) -> list[str]:
+    """The shard files listed in an emo-prepare output folder's manifest.json."""
+    manifest_path = os.path.join(prepared_dir, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        raise ValueError(f"{prepared_dir!r} has no manifest.json; point at an emo-prepare --output folder")
+    with open(manifest_path, encoding="utf-8") as f:
+        shards = json.load(f)["shards"]
+    if not shards:
+        raise ValueError(f"{prepared_dir!r} holds no segments (see the skipped inputs in its manifest.json)")
+    return [os.path.join(prepared_dir, s) for s in shards]
+
+
+def segment_dataset(
+    paths: Sequence[str], seed: int, process_index: int = 0, process_count: int = 1
+) -> grain.MapDataset:
+    """This process's segments, reshuffled every epoch, repeated forever, decoded to SegmentRecord.
+
+    Each process keeps every process_count-th segment from process_index on, after cutting the total to a
+    multiple of process_count, so processes hold disjoint sets of equal size and their epochs stay in step.
+    """
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} must be in [0, process_count={process_count})")
+    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
+    per_process = len(ds) // process_count
+    if per_process == 0:
+        raise ValueError(f"{len(ds)} segments cannot feed {process_count} processes; prepare more data")
+    ds = ds[process_index : per_process * process_count : process_count]
+    return ds.shuffle(seed=seed).repeat(None).map(decode_record)
+
+
+def _frame(record: SegmentRecord, t: int) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(record.frames_jpeg[t], np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _audio_span(record: SegmentRecord, first: int, frames: int) -> np.ndarray:
+    """Audio of `frames` frames from frame `first` (may be negative or run past the end: zeros there)."""
+    per_frame = record.audio_sample_rate / record.fps
+    start, length = round(first * per_frame), round(frames * per_frame)
+    out = np.zeros(length, np.float32)
+    lo, hi = max(start, 0), min(start + length, len(record.audio))
+    if hi > lo:
+        out[lo - start : hi - start] = record.audio[lo:hi]
+    return out
+
+
+def _other_frame(rng: np.random.Generator, num_frames: int, lo: int, hi: int) -> int:
+    """A frame index outside [lo, hi), uniformly; any frame when [lo, hi) covers the whole segment."""
+    outside = num_frames - (hi - lo)
+    if outside <= 0:
+        return int(rng.integers(num_frames))
+    k = int(rng.integers(outside))
+    return k if k < lo else k + (hi - lo)
+
+
+class ClipSampler:
+    """Draws one training example for the configured stage from a segment (a grain random map)."""
+
+    def __init__(self, cfg: LoaderConfig):
+        self.cfg = cfg
+
+    def __call__(self, record: SegmentRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self._image(record, rng) if self.cfg.stage == 1 else self._video(record, rng)
+
+    def _image(self, record: SegmentRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        margin, n = self.cfg.reference_margin, record.num_frames
+        if n <= margin:
+            raise ValueError(f"segment {record.source}#{record.segment_index} has {n} frames, too few for "
+                             f"reference_margin {margin}; lower reference_margin")
+        # Only targets with a frame >= margin away on some side; for n > 2 * margin that is every frame.
+        target = int(rng.choice([t for t in range(n) if t >= margin or t <= n - 1 - margin]))
+        reference = _other_frame(rng, n, max(0, target - margin + 1), min(n, target + margin))
+        return {
+            "target": _frame(record, target),
+            "reference": _frame(record, reference),
+            "face_mask": union_mask(record.face_boxes[target : target + 1], record.size),
+        }
+
+    def _video(self, record: SegmentRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        cfg, n = self.cfg, record.num_frames
+        length = cfg.num_motion + cfg.num_target
+        if n < length:
+            raise ValueError(f"segment {record.source}#{record.segment_index} has {n} frames, fewer than "
+                             f"num_motion + num_target = {length}; prepare longer segments")
+        start = int(rng.integers(n - length + 1))
+        first_target, m = start + cfg.num_motion, cfg.context_frames
+        frames = np.stack([_frame(record, t) for t in range(start, start + length)])
+        speed_index = np.clip(np.arange(first_target - m, first_target + cfg.num_target + m), 0, n - 1)
+        return {
+            "motion": frames[: cfg.num_motion],
+            "target": frames[cfg.num_motion :],
+            "reference": _frame(record, _other_frame(rng, n, start, start + length)),
+            "face_mask": union_mask(record.face_boxes[first_target : start + length], record.size),
+            "speed": record.speed[speed_index],
+            "audio": _audio_span(record, first_target - m, cfg.num_target + 2 * m),
+        }
+
+
+def make_dataset(
+    paths: Sequence[str], cfg: LoaderConfig, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
+    """Batches for one process; iter() it, and save/restore the iterator with get_state()/set_state()."""
+    cfg.validate()
+    ds = segment_dataset(paths, cfg.seed, process_index, process_count)
+    # The clip seed differs from the shuffle seed so clip choice and order do not correlate.
+    ds = ds.random_map(ClipSampler(cfg), seed=cfg.seed + 1).batch(cfg.batch_size, drop_remainder=True)
+    iterable = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=2))
+    if cfg.worker_count > 0:
+        # mp_prefetch reads grain's absl flags; a program not started through absl.app (pytest, a plain
+        # script) has not parsed them, and their defaults are what we want.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+    return iterable

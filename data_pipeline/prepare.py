@@ -1,0 +1,227 @@
+"""emo-prepare: raw talking-head videos -> ArrayRecord shards of segment records, plus manifest.json.
+
+Layout of --output:
+    config.json                 the settings; a second run must use the same ones
+    shards/<input-id>.array_record   one shard per input video, one record per segment (schema.py)
+    done/<input-id>.json        written atomically after the input's shard is complete (or the input skipped)
+    manifest.json               totals, shard list, skipped inputs with reasons
+
+An input with a done-marker is never processed again, so an interrupted run resumes where it stopped and a
+finished run re-run is a no-op. To retry a skipped input, delete its done/ file. One emo-prepare per folder.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import sys
+import traceback
+from typing import Sequence
+
+from array_record.python.array_record_module import ArrayRecordWriter
+
+from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
+from data_pipeline.faces import HaarFaceDetector
+from data_pipeline.schema import SCHEMA_VERSION, encode_record
+from data_pipeline.speed import SpeedEstimator, make_speed_estimator
+
+log = logging.getLogger("emo-prepare")
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+# group_size 1: every record is its own chunk, so a random read decodes one segment only. JPEG bytes do not
+# compress, so compression would cost time for nothing.
+ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+
+
+def find_inputs(spec: str) -> list[str]:
+    """Video files under a folder (recursively) or matching a glob, sorted."""
+    if os.path.isdir(spec):
+        paths = [os.path.join(root, f) for root, _, files in os.walk(spec) for f in files
+                 if f.lower().endswith(VIDEO_EXTENSIONS)]
+    else:
+        paths = [p for p in glob.glob(spec, recursive=True) if os.path.isfile(p)]
+    if not paths:
+        raise ValueError(f"no input videos found for --input {spec!r}; pass a folder or a glob like 'raw/**/*.mp4'")
+    return sorted(paths)
+
+
+def input_id(path: str) -> str:
+    """A file-name-safe id, readable and unique per absolute path."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.splitext(os.path.basename(path))[0])[:40]
+    return f"{stem}-{hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]}"
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+_TOOLS: dict[str, object] = {}
+
+
+def _tools(cfg: PrepareConfig) -> tuple[HaarFaceDetector, SpeedEstimator]:
+    """Detector and speed estimator, built once per worker process."""
+    if not _TOOLS:
+        _TOOLS["detector"] = HaarFaceDetector()
+        _TOOLS["estimator"] = make_speed_estimator(cfg.speed_estimator)
+    return _TOOLS["detector"], _TOOLS["estimator"]
+
+
+def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
+    """Turns one input into its shard and done-marker; never raises for a bad input. Returns the marker."""
+    ident = input_id(path)
+    shard = os.path.join(output, "shards", ident + ".array_record")
+    marker = {"input": path, "id": ident, "status": "ok", "segments": 0, "frames": 0, "handled": []}
+    tmp = f"{os.path.join(output, 'shards', '.' + ident)}.{os.getpid()}.tmp"
+    try:
+        detector, estimator = _tools(cfg)
+        writer = ArrayRecordWriter(tmp, ARRAY_RECORD_OPTIONS)
+        try:
+            for record in extract_segments(path, cfg, detector, estimator, marker["handled"]):
+                writer.write(encode_record(record))
+                marker["segments"] += 1
+                marker["frames"] += record.num_frames
+        finally:
+            writer.close()
+        os.replace(tmp, shard)
+        marker["shard"] = os.path.relpath(shard, output)
+    except SkipInput as e:
+        marker.update(status="skipped", reason=e.reason, detail=e.detail, segments=0, frames=0)
+    except Exception as e:  # a bug or an exotic file must not stop the job: record it and go on
+        log.error("error on %s:\n%s", path, traceback.format_exc())
+        marker.update(status="skipped", reason="error", detail=f"{type(e).__name__}: {e}", segments=0, frames=0)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _write_json_atomic(os.path.join(output, "done", ident + ".json"), marker)
+    return marker
+
+
+def _run_one(args: tuple[str, str, PrepareConfig]) -> dict:
+    return process_input(*args)
+
+
+def _log_marker(marker: dict, done: int, total: int) -> None:
+    if marker["status"] == "ok":
+        extra = f" ({', '.join(marker['handled'])})" if marker["handled"] else ""
+        log.info("[%d/%d] %s: %d segments, %d frames%s", done, total, marker["input"], marker["segments"],
+                 marker["frames"], extra)
+    else:
+        log.warning("[%d/%d] skipped %s: %s (%s)", done, total, marker["input"], marker["reason"], marker["detail"])
+
+
+def build_manifest(markers: Sequence[dict], cfg: PrepareConfig) -> dict:
+    """Totals over all inputs' done-markers."""
+    ok = [m for m in markers if m["status"] == "ok" and m["segments"]]
+    skipped = [m for m in markers if m["status"] != "ok"]
+    frames = sum(m["frames"] for m in ok)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config": dataclasses.asdict(cfg),
+        "inputs": len(markers),
+        "segments": sum(m["segments"] for m in ok),
+        "frames": frames,
+        "hours": frames / cfg.fps / 3600.0,
+        "shards": sorted(m["shard"] for m in ok),
+        "skipped_counts": dict(sorted(collections.Counter(m["reason"] for m in skipped).items())),
+        "skipped": sorted(({"input": m["input"], "reason": m["reason"], "detail": m["detail"]} for m in skipped),
+                          key=lambda m: m["input"]),
+        "handled_counts": dict(sorted(collections.Counter(h for m in ok for h in m["handled"]).items())),
+    }
+
+
+def _check_config(output: str, cfg: PrepareConfig) -> None:
+    path = os.path.join(output, "config.json")
+    wanted = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(cfg)}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            existing = json.load(f)
+        if existing != wanted:
+            changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
+            raise ValueError(f"--output {output!r} was prepared with other settings ({', '.join(changed)}); "
+                             "use a new --output folder or the same settings")
+    else:
+        _write_json_atomic(path, wanted)
+
+
+def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1) -> dict:
+    """Processes every input without a done-marker, then writes and returns the manifest."""
+    cfg.validate()
+    for sub in ("shards", "done"):
+        os.makedirs(os.path.join(output, sub), exist_ok=True)
+    _check_config(output, cfg)
+    for stale in glob.glob(os.path.join(output, "shards", ".*.tmp")):
+        os.remove(stale)  # left by a killed run; that input has no done-marker and is redone below
+    markers: dict[str, dict] = {}
+    pending = []
+    for path in inputs:
+        marker_path = os.path.join(output, "done", input_id(path) + ".json")
+        if os.path.exists(marker_path):
+            with open(marker_path, encoding="utf-8") as f:
+                markers[path] = json.load(f)
+        else:
+            pending.append(path)
+    log.info("%d inputs: %d done before, %d to process", len(inputs), len(markers), len(pending))
+    jobs = [(path, output, cfg) for path in pending]
+    if workers > 1 and len(jobs) > 1:
+        # spawn, not fork: OpenCV's and FFmpeg's thread pools do not survive a fork reliably.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for marker in pool.imap_unordered(_run_one, jobs):
+                markers[marker["input"]] = marker
+                _log_marker(marker, len(markers), len(inputs))
+    else:
+        for job in jobs:
+            marker = _run_one(job)
+            markers[marker["input"]] = marker
+            _log_marker(marker, len(markers), len(inputs))
+    manifest = build_manifest([markers[p] for p in inputs], cfg)
+    manifest_path = os.path.join(output, "manifest.json")
+    previous = None
+    if os.path.exists(manifest_path):
+        with open(manifest_path, encoding="utf-8") as f:
+            previous = json.load(f)
+    if previous != manifest:
+        _write_json_atomic(manifest_path, manifest)
+    return manifest
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = PrepareConfig()
+    p = argparse.ArgumentParser(prog="emo-prepare", description=__doc__.split("\n")[0])
+    p.add_argument("--input", required=True, help="folder of videos (searched recursively) or a glob")
+    p.add_argument("--output", required=True, help="output folder (created; re-use it to resume)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes, one input each")
+    for field in dataclasses.fields(PrepareConfig):
+        p.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
+                       default=getattr(defaults, field.name), help=f"default {getattr(defaults, field.name)}")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = PrepareConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PrepareConfig)})
+    try:
+        manifest = prepare(find_inputs(args.input), args.output, cfg, max(1, args.workers))
+    except ValueError as e:
+        print(f"emo-prepare: error: {e}", file=sys.stderr)
+        return 2
+    log.info("%d segments, %.3f hours from %d inputs; skipped: %s", manifest["segments"], manifest["hours"],
+             manifest["inputs"], manifest["skipped_counts"] or "none")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

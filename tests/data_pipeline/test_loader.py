@@ -1,0 +1,102 @@
+"""Tests for data_pipeline/loader.py on the shards of the shared emo-prepare run."""
+import dataclasses
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from data_pipeline.loader import ClipSampler, LoaderConfig, make_dataset, segment_dataset, shard_paths
+from data_pipeline.schema import SegmentRecord
+from synthetic_videos import FPS, SR
+
+
+def _take(iterator, n):
+    return list(itertools.islice(iterator, n))
+
+
+@pytest.mark.parametrize("worker_count", [0, 1])
+def test_restored_iterator_continues_exactly(prepared, worker_count):
+    paths = shard_paths(str(prepared[1]))
+    cfg = LoaderConfig(stage=2, batch_size=2, seed=3, worker_count=worker_count)
+    iterator = iter(make_dataset(paths, cfg))
+    _take(iterator, 3)
+    state = iterator.get_state()
+    expected = _take(iterator, 10)
+    restored = iter(make_dataset(paths, cfg))
+    restored.set_state(state)
+    got = _take(restored, 10)
+    for a, b in zip(expected, got, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other_seed = _take(iter(make_dataset(paths, dataclasses.replace(cfg, seed=4))), 13)[3:]
+    assert any(not np.array_equal(a["target"], b["target"]) for a, b in zip(expected, other_seed))
+
+
+def test_processes_see_disjoint_equal_shares(prepared):
+    paths = shard_paths(str(prepared[1]))
+    seen = []
+    for index in range(2):
+        ds = segment_dataset(paths, seed=0, process_index=index, process_count=2)
+        seen.append({(r.source, r.segment_index) for r in (ds[i] for i in range(2))})  # one epoch: 5 // 2
+    assert len(seen[0]) == len(seen[1]) == 2 and not seen[0] & seen[1]
+    epoch2 = {(r.source, r.segment_index) for r in (segment_dataset(paths, 0, 0, 2)[i] for i in range(2, 4))}
+    assert epoch2 == seen[0]  # the next epoch reshuffles the same share
+
+
+def test_stage_batches_have_the_documented_shapes(prepared):
+    paths = shard_paths(str(prepared[1]))
+    image = next(iter(make_dataset(paths, LoaderConfig(stage=1, batch_size=3))))
+    assert image["target"].shape == image["reference"].shape == (3, 64, 64, 3)
+    assert image["face_mask"].shape == (3, 64, 64) and image["target"].dtype == np.uint8
+    video = next(iter(make_dataset(paths, LoaderConfig(stage=3, batch_size=2))))
+    assert video["motion"].shape == (2, 4, 64, 64, 3) and video["target"].shape == (2, 12, 64, 64, 3)
+    assert video["reference"].shape == (2, 64, 64, 3) and video["face_mask"].shape == (2, 64, 64)
+    assert video["speed"].shape == (2, 16) and video["audio"].shape == (2, round(16 * SR / FPS))
+
+
+def _numbered_record(n=40, size=8) -> SegmentRecord:
+    """Frame t is a flat grey of level 5 t; its audio window holds the value t + 1; speed = t."""
+    frames = [cv2.imencode(".png", np.full((size, size, 3), 5 * t, np.uint8))[1].tobytes() for t in range(n)]
+    audio = np.zeros(round(n * SR / FPS), np.float32)
+    boxes = np.tile(np.array([[1, 1, 3, 3]], np.float32), (n, 1))
+    boxes[20:, :] = [4, 4, 7, 7]
+    record = SegmentRecord("x.mp4", 0, 0, float(FPS), size, frames, boxes, np.zeros(4, np.float32),
+                           np.zeros((size, size), np.uint8), np.arange(n, dtype=np.float32), "flow", audio, SR)
+    for t in range(n):
+        audio[record.audio_window(t)] = t + 1
+    return record
+
+
+def _index(frame):
+    return int(round(frame.mean() / 5))
+
+
+def test_video_clip_is_contiguous_and_audio_speed_follow_the_target():
+    record = _numbered_record()
+    sampler = ClipSampler(LoaderConfig(stage=2, batch_size=1))
+    for seed in range(20):
+        clip = sampler(record, np.random.default_rng(seed))
+        motion = [_index(f) for f in clip["motion"]]
+        target = [_index(f) for f in clip["target"]]
+        first = motion[0]
+        assert motion + target == list(range(first, first + 16))
+        assert not first <= _index(clip["reference"]) < first + 16
+        expected_speed = np.clip(np.arange(first + 2, first + 18), 0, 39)
+        np.testing.assert_array_equal(clip["speed"], expected_speed)
+        # Audio value k + 1 marks frame k; frames before 0 or after 39 are silence.
+        frames_heard = np.unique(clip["audio"][clip["audio"] > 0]) - 1
+        np.testing.assert_array_equal(frames_heard, np.arange(max(first + 2, 0), min(first + 18, 40)))
+        in_box = clip["face_mask"].astype(bool)
+        assert in_box[2, 2] == (first + 4 < 20) and in_box[5, 5] == (first + 15 >= 20)
+
+
+def test_image_reference_keeps_the_margin():
+    record = _numbered_record(n=20)
+    sampler = ClipSampler(LoaderConfig(stage=1, batch_size=1, reference_margin=12))
+    for seed in range(30):
+        pair = sampler(record, np.random.default_rng(seed))
+        assert abs(_index(pair["target"]) - _index(pair["reference"])) >= 12
+    with pytest.raises(ValueError, match="reference_margin"):
+        ClipSampler(LoaderConfig(stage=1, batch_size=1, reference_margin=20))(record, np.random.default_rng(0))

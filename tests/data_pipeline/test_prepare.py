@@ -1,0 +1,178 @@
+"""End-to-end tests of emo-prepare on synthetic videos (see synthetic_videos.py for what each input holds)."""
+import dataclasses
+import json
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from array_record.python.array_record_module import ArrayRecordReader
+
+import data_pipeline.prepare as prepare_module
+from synthetic_videos import CLICK_FRAME, CUT_CLICK_FRAME, FPS, SR, TEST_CONFIG, make_inputs
+from data_pipeline.prepare import input_id, main, prepare
+from data_pipeline.schema import SCHEMA_VERSION, decode_record
+
+SKIN_RGB = np.array([230, 200, 180])
+
+
+def _records(output, source):
+    reader = ArrayRecordReader(str(output / "shards" / f"{input_id(source)}.array_record"))
+    records = [decode_record(b) for b in reader.read(list(range(reader.num_records())))]
+    reader.close()
+    return records
+
+
+def _rgb(jpeg: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _snapshot(folder) -> dict:
+    """Path -> (mtime_ns, bytes) of every file below folder."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns, f.read())
+    return out
+
+
+def test_manifest_counts_segments_and_every_bad_input(prepared):
+    inputs, _, manifest = prepared
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    assert manifest["inputs"] == 8
+    assert manifest["segments"] == 5  # still, moving, rotated: 1 each; cut: 2
+    assert manifest["frames"] == 5 * 3 * FPS
+    assert manifest["hours"] == pytest.approx(450 / FPS / 3600)
+    assert len(manifest["shards"]) == 4
+    assert manifest["skipped_counts"] == {"no_audio": 1, "no_face": 1, "too_short": 1, "unreadable": 1}
+    reasons = {s["input"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {inputs["no_audio"]: "no_audio", inputs["no_face"]: "no_face",
+                       inputs["too_short"]: "too_short", inputs["corrupt"]: "unreadable"}
+    assert all(s["detail"] for s in manifest["skipped"])
+    assert manifest["handled_counts"] == {"rotated": 1, "variable_frame_rate": 1}
+
+
+def test_records_follow_the_schema(prepared):
+    inputs, output, _ = prepared
+    for role in ("still", "moving", "rotated", "cut"):
+        records = _records(output, inputs[role])
+        assert [r.segment_index for r in records] == list(range(len(records)))
+        for r in records:
+            assert r.version == SCHEMA_VERSION and r.source == inputs[role]
+            assert r.fps == FPS and r.size == TEST_CONFIG.size and r.audio_sample_rate == SR
+            assert r.num_frames == 3 * FPS
+            assert _rgb(r.frames_jpeg[0]).shape == (64, 64, 3)
+            assert r.face_boxes.shape == (r.num_frames, 4) and r.speed.shape == (r.num_frames,)
+            assert r.face_mask.shape == (64, 64) and r.face_mask.dtype == np.uint8
+            assert r.audio.shape == (round(r.num_frames / FPS * SR),)
+            assert r.speed_estimator == "flow"
+
+
+def test_shot_change_splits_segments(prepared):
+    inputs, output, _ = prepared
+    records = _records(output, inputs["cut"])
+    assert [(r.start_frame, r.start_frame + r.num_frames) for r in records] == [(0, 90), (90, 180)]
+    # The second shot has the bright background: no frame of one shot leaks into the other.
+    assert _rgb(records[0].frames_jpeg[-1])[0, 0].mean() < 100 < _rgb(records[1].frames_jpeg[0])[0, 0].mean()
+
+
+@pytest.mark.parametrize("role, segment, click_frame", [("still", 0, CLICK_FRAME), ("cut", 1, CUT_CLICK_FRAME)])
+def test_click_sits_in_its_frames_audio_window(prepared, role, segment, click_frame):
+    inputs, output, _ = prepared
+    record = _records(output, inputs[role])[segment]
+    t = click_frame - record.start_frame
+    # The video side: the frame with the white forehead patch is frame t of the segment.
+    assert int(np.argmax([_rgb(j).mean() for j in record.frames_jpeg])) == t
+    # The audio side: the loudest sample (the click) falls in frame t's window.
+    loudest = int(np.argmax(np.abs(record.audio)))
+    window = record.audio_window(t)
+    assert window.start <= loudest < window.stop
+    assert np.abs(record.audio[: window.start - 2 * SR // FPS]).max() < 0.2  # only the tone before it
+
+
+@pytest.mark.parametrize("role", ["still", "moving", "rotated"])
+def test_union_mask_covers_the_face_in_every_frame(prepared, role):
+    inputs, output, _ = prepared
+    (record,) = _records(output, inputs[role])
+    for t in range(0, record.num_frames, 10):
+        skin = np.abs(_rgb(record.frames_jpeg[t]).astype(int) - SKIN_RGB).sum(-1) < 40
+        assert skin.sum() > 100
+        assert record.face_mask[skin].mean() > 0.97
+    if role != "moving":
+        assert record.face_mask.mean() < 0.5  # a still face gets a tight mask, not the whole frame
+
+
+def test_speed_is_zero_for_a_still_head_and_large_for_a_moving_one(prepared):
+    inputs, output, _ = prepared
+    (still,) = _records(output, inputs["still"])
+    (moving,) = _records(output, inputs["moving"])
+    assert still.speed.mean() < 0.05
+    assert moving.speed.mean() > 0.5  # ~1.4 face widths per second: 22 px amplitude at 1 Hz, 60 px face
+
+
+def test_rerun_is_a_no_op(prepared, tmp_path, monkeypatch):
+    inputs, output, manifest = prepared
+    copy = tmp_path / "out"
+    shutil.copytree(output, copy)
+    before = _snapshot(copy)
+    monkeypatch.setattr(prepare_module, "extract_segments", pytest.fail)
+    assert prepare(sorted(inputs.values()), str(copy), TEST_CONFIG, workers=2) == manifest
+    assert _snapshot(copy) == before
+
+
+def test_interrupted_run_resumes_to_the_same_output(prepared, tmp_path, monkeypatch):
+    all_inputs, full_output, _ = prepared
+    inputs = sorted([all_inputs["corrupt"], all_inputs["moving"], all_inputs["still"]])
+    output = tmp_path / "out"
+    real = prepare_module.extract_segments
+    calls = []
+
+    def interrupted_on_moving(path, *args):
+        calls.append(path)
+        if path == all_inputs["moving"]:
+            (output / "shards" / ".leftover.123.tmp").write_bytes(b"partial")  # what a killed writer leaves
+            raise KeyboardInterrupt
+        return real(path, *args)
+
+    monkeypatch.setattr(prepare_module, "extract_segments", interrupted_on_moving)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(inputs, str(output), TEST_CONFIG, workers=1)
+    done = sorted(os.listdir(output / "done"))
+    assert done == [input_id(all_inputs["corrupt"]) + ".json"]
+    assert not (output / "manifest.json").exists()
+
+    calls.clear()
+    monkeypatch.setattr(prepare_module, "extract_segments", lambda path, *a: calls.append(path) or real(path, *a))
+    manifest = prepare(inputs, str(output), TEST_CONFIG, workers=1)
+    assert sorted(calls) == sorted([all_inputs["moving"], all_inputs["still"]])
+    assert (manifest["segments"], manifest["skipped_counts"]) == (2, {"unreadable": 1})
+    assert not list((output / "shards").glob(".*"))
+    for role in ("moving", "still"):
+        name = input_id(all_inputs[role]) + ".array_record"
+        assert (output / "shards" / name).read_bytes() == (full_output / "shards" / name).read_bytes()
+
+
+def test_other_settings_on_the_same_output_are_refused(prepared):
+    inputs, output, _ = prepared
+    with pytest.raises(ValueError, match="size"):
+        prepare(sorted(inputs.values()), str(output), dataclasses.replace(TEST_CONFIG, size=32))
+
+
+def test_cli_end_to_end_and_user_errors(tmp_path, capsys):
+    inputs = make_inputs(tmp_path / "raw")
+    for role, path in inputs.items():
+        if role not in ("still", "no_audio"):
+            os.remove(path)
+    out = tmp_path / "out"
+    args = ["--input", str(tmp_path / "raw"), "--output", str(out), "--size", "64", "--min-seconds", "2",
+            "--max-seconds", "4"]
+    assert main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["segments"], manifest["skipped_counts"]) == (1, {"no_audio": 1})
+    assert main(["--input", str(tmp_path / "nothing-*.mp4"), "--output", str(out)]) == 2
+    assert "no input videos" in capsys.readouterr().err
+    assert main(args[:4] + ["--min-seconds", "3", "--max-seconds", "4"]) == 2
+    assert "--max-seconds" in capsys.readouterr().err

@@ -1,0 +1,50 @@
+"""Tests for data_pipeline/schema.py."""
+import msgpack
+import numpy as np
+import pytest
+
+from data_pipeline.schema import SCHEMA_VERSION, SchemaError, SegmentRecord, decode_record, encode_record
+
+
+def _record(t: int = 3) -> SegmentRecord:
+    rng = np.random.default_rng(0)
+    return SegmentRecord(
+        source="a.mp4", segment_index=2, start_frame=30, fps=30.0, size=8,
+        frames_jpeg=[bytes([i]) * 5 for i in range(t)],
+        face_boxes=rng.uniform(0, 8, (t, 4)).astype(np.float32), crop_box=np.array([0, 0, 16, 16], np.float32),
+        face_mask=(rng.uniform(size=(8, 8)) > 0.5).astype(np.uint8), speed=rng.uniform(size=t).astype(np.float32),
+        speed_estimator="flow", audio=rng.normal(size=round(t / 30 * 16000)).astype(np.float32),
+        audio_sample_rate=16000,
+    )
+
+
+def test_roundtrip_keeps_every_field_exactly():
+    record = _record()
+    back = decode_record(encode_record(record))
+    assert back.version == SCHEMA_VERSION
+    for name in ("source", "segment_index", "start_frame", "fps", "size", "frames_jpeg", "speed_estimator",
+                 "audio_sample_rate"):
+        assert getattr(back, name) == getattr(record, name)
+    for name in ("face_boxes", "crop_box", "face_mask", "speed", "audio"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(record, name))
+        assert getattr(back, name).dtype == getattr(record, name).dtype
+
+
+def test_audio_window_partitions_the_audio():
+    record = _record(t=7)
+    windows = [record.audio_window(t) for t in range(7)]
+    assert windows[0].start == 0 and windows[-1].stop == len(record.audio)
+    assert all(a.stop == b.start for a, b in zip(windows[:-1], windows[1:]))
+
+
+def test_unknown_version_and_garbage_are_refused():
+    fields = msgpack.unpackb(encode_record(_record()))
+    fields["version"] = SCHEMA_VERSION + 1
+    with pytest.raises(SchemaError, match="version"):
+        decode_record(msgpack.packb(fields, use_bin_type=True))
+    with pytest.raises(SchemaError):
+        decode_record(b"\xc1 not msgpack")
+    del fields["speed"]
+    fields["version"] = SCHEMA_VERSION
+    with pytest.raises(SchemaError, match="fields"):
+        decode_record(msgpack.packb(fields, use_bin_type=True))
