@@ -1,0 +1,142 @@
+"""EMO at paper scale: 512x512 video, SD1.5-shaped UNets, wav2vec2-base audio, 30 fps.
+
+Variants: `stage1` (images), `stage2` (video + audio, the default), `stage3` (speed layers), `sd` (the plain SD1.5
+UNet, for parity and import checks). Values from the EMO paper (Tian et al. 2024, arXiv 2402.17485) carry no
+comment; every value the paper leaves open says where its default comes from.
+"""
+import ml_collections
+
+VARIANTS = ("stage1", "stage2", "stage3", "sd")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variant = arg or "stage2"
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} of emo_512; choose one of {VARIANTS}")
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0
+
+    c.model = m = ml_collections.ConfigDict()
+    m.mode = "sd" if variant == "sd" else "emo"
+    m.latent_size = 64  # 512 px / the VAE's factor 8
+    m.clip_frames = 12  # f
+    m.motion_frames = 4  # n
+    m.first_clip_motion = "zeros"  # DESIGN.md: zeros before the first clip; "reference" repeats the reference
+    m.unet = u = ml_collections.ConfigDict()
+    u.in_channels = 4
+    u.out_channels = 4
+    u.block_out_channels = (320, 640, 1280, 1280)  # SD1.5
+    u.attention_levels = (True, True, True, False)  # SD1.5: CrossAttnDownBlock2D x3 + DownBlock2D
+    u.layers_per_block = 2  # SD1.5
+    u.heads = 8  # SD1.5
+    u.norm_groups = 32  # SD1.5
+    u.cross_attention_dim = 768  # SD1.5 text width; also the audio/speed token width (wav2vec2-base is 768)
+    u.text_cross_attention = variant == "sd"  # EMO has no text prompt
+    u.reference_mode = None if variant == "sd" else "concat"  # DESIGN.md: AnimateAnyone/Hallo-style concat
+    u.audio_attention = variant in ("stage2", "stage3")
+    u.audio_dim = 768
+    u.temporal = variant in ("stage2", "stage3")
+    u.temporal_heads = 8  # AnimateDiff v2
+    u.temporal_max_len = 32  # AnimateDiff v2; n + f = 16 frames fit
+    u.temporal_layers = 1  # AnimateDiff v2
+    u.speed_attention = variant == "stage3"
+    u.speed_dim = 768
+    u.attention_impl = "xla"  # "pallas_tpu" on TPU, "cudnn" on GPU at 512 px (see docs/attention)
+    u.attention_chunk = 1024
+    u.remat = variant != "sd"
+    u.dtype = "bfloat16" if variant != "sd" else "float32"
+    u.param_dtype = "float32"
+    m.audio = a = ml_collections.ConfigDict()
+    a.context = 2  # m: frames of context each side
+    a.layers = 12  # wav2vec2-base transformer layers (the embedding output is not used, as in Hallo)
+    a.feature_dim = 768
+    a.tokens = 32  # Hallo's AudioProjModel context_tokens
+    a.hidden = 512  # Hallo's AudioProjModel intermediate_dim
+    m.face_locator = fl = ml_collections.ConfigDict()
+    fl.enabled = variant != "sd"
+    fl.channels = (16, 32, 64, 128)  # AnimateAnyone's pose guider / Hallo's face locator
+    m.speed = s = ml_collections.ConfigDict()
+    # Head rotation speed in degrees per frame. The paper leaves d, c_i, r_i open; these 9 buckets cover
+    # still heads to fast turns at 30 fps with finer resolution near 0, where most talking-head frames lie.
+    s.centres = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.5, 6.0)
+    s.radii = (0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 1.0, 1.5, 1.5)
+    s.context = 2  # same m as the audio
+    s.tokens = 4  # our choice: a few tokens give the speed attention something to select from
+    s.hidden = 512
+
+    c.vae = None if variant == "sd" else _sd_vae()
+
+    c.audio = au = ml_collections.ConfigDict()
+    au.sample_rate = 16000
+    au.window_seconds = 30.0  # encoder window for long audio (memory bound); overlap covers the pos-conv field
+    au.wav2vec_path = ""  # local Hugging Face folder of facebook/wav2vec2-base-960h (no downloads)
+
+    c.data = d = ml_collections.ConfigDict()
+    d.fps = 30
+    d.size = 512
+    d.path = ""  # folder of ArrayRecord shards written by emo-prepare
+    d.reference_margin = 15  # stage 1: frames between target and reference (our choice: half a second)
+    d.workers = 2
+
+    c.train = t = ml_collections.ConfigDict()
+    t.stage = {"stage1": 1, "stage2": 2, "stage3": 3, "sd": 0}[variant]
+    t.lr = 1e-5
+    t.batch_size = 48 if variant == "stage1" else 4
+    t.frames = 1 if variant in ("stage1", "sd") else m.clip_frames
+    t.steps = 100_000  # paper gives no step count; Hallo trains stage 1 for 30k, stage 2 for 40k+
+    t.warmup_steps = 500  # our choice
+    t.grad_clip = 1.0  # Hallo
+    t.grad_accum = 1
+    t.weight_decay = 1e-2  # AdamW default in Hallo
+    t.ema_decay = 0.9999
+    t.ref_dropout = 0.05
+    t.audio_dropout = 0.05
+    t.motion_dropout = 0.05
+    t.prediction_type = "epsilon"  # or "v_prediction" (Hallo) with zero_terminal_snr
+    t.zero_terminal_snr = False
+    t.min_snr_gamma = 0.0  # 0 disables min-SNR weighting
+    t.log_every = 50
+    t.checkpoint_every = 1000
+    t.keep_checkpoints = 3
+    t.keep_every = 10_000
+    t.max_bad_steps = 10
+    c.init = i = ml_collections.ConfigDict()
+    i.sd_path = ""  # local SD1.5 folder (diffusers layout) for ReferenceNet and backbone
+    i.animatediff_path = ""  # local AnimateDiff v2 motion module (mm_sd_v15_v2) for the temporal layers
+    i.previous_stage = ""  # checkpoint folder of the previous stage
+
+    c.sample = sp = ml_collections.ConfigDict()
+    sp.steps = 40
+    sp.spacing = "trailing" if t.zero_terminal_snr else "leading"
+    sp.guidance = "separate"  # or "joint"
+    sp.ref_scale = 3.5  # Hallo's default CFG scale
+    sp.audio_scale = 3.5
+    sp.face_expand = 1.5  # face box expansion on the reference (our choice; Hallo uses 1.2 for its crop)
+    sp.clips_per_chunk = 4  # clips streamed to the host per compiled call
+
+    c.mesh = mesh = ml_collections.ConfigDict()
+    mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    mesh.rules = (
+        ("batch", ("data", "fsdp")),
+        ("embed", "fsdp"),
+        ("heads", "tensor"),
+        ("mlp", "tensor"),
+        ("conv_in", "fsdp"),
+        ("conv_out", "tensor"),
+        ("norm", None),
+        ("length", None),
+        ("act_embed", None),
+    )
+    return c
+
+
+def _sd_vae() -> ml_collections.ConfigDict:
+    v = ml_collections.ConfigDict()
+    v.block_out_channels = (128, 256, 512, 512)  # SD1.5's AutoencoderKL
+    v.layers_per_block = 2
+    v.latent_channels = 4
+    v.norm_groups = 32
+    v.scaling_factor = 0.18215
+    v.path = ""  # local SD folder; its vae/ subfolder is read
+    return v

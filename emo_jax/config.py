@@ -1,0 +1,130 @@
+"""Config files (`configs/<name>.py:variant`), command-line overrides, and the model config they describe."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+
+import ml_collections
+
+from emo_jax.models.emo import EMOConfig
+from emo_jax.models.unet_config import UNetConfig
+
+
+class ConfigError(ValueError):
+    """A config file, variant or override the user gave is wrong."""
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """'configs/emo_512.py:stage2' -> the ConfigDict its get_config('stage2') returns."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist; pass e.g. configs/tiny.py or configs/emo_512.py:stage2")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    if root not in sys.path:  # lets config files import their siblings as `configs.<name>`
+        sys.path.insert(0, root)
+    name = "emo_config_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} has no get_config(arg) function")
+    try:
+        return module.get_config(arg or None)
+    except ValueError as e:
+        raise ConfigError(f"{spec}: {e}") from e
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
+    """Sets config.<dotted> from its command-line text; an unknown key is an error naming the nearest section."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for i, key in enumerate(parents):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            raise ConfigError(f"unknown config key {'.'.join(parents[:i + 1])!r} in --config.{dotted}")
+        node = node[key]
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+        section = ".".join(parents) or "<top>"
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ConfigError(f"unknown config key {dotted!r}: section {section!r} has {known}")
+    old, value = node[leaf], _parse_value(text)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if old is not None and value is not None and not isinstance(value, type(old)) and not (
+            isinstance(old, str) and isinstance(value, (int, float))):
+        raise ConfigError(f"--config.{dotted} {text!r}: expected a {type(old).__name__} like {old!r}")
+    node[leaf] = str(text) if isinstance(old, str) else value
+
+
+def parse_config_args(argv: list[str], default: str | None = None) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """Pulls `--config SPEC` and any `--config.a.b VALUE` / `--config.a.b=VALUE` out of argv."""
+    spec, overrides, rest = default, [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config" or arg.startswith("--config="):
+            if "=" in arg:
+                spec = arg.split("=", 1)[1]
+            else:
+                if i + 1 >= len(argv):
+                    raise ConfigError("--config needs a value such as configs/tiny.py:stage2")
+                spec = argv[i + 1]
+                i += 1
+        elif arg.startswith("--config."):
+            key = arg[len("--config."):]
+            if "=" in key:
+                key, value = key.split("=", 1)
+            else:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{arg} needs a value")
+                value = argv[i + 1]
+                i += 1
+            overrides.append((key, value))
+        else:
+            rest.append(arg)
+        i += 1
+    if spec is None:
+        raise ConfigError("pass --config FILE[:VARIANT], e.g. --config configs/tiny.py:stage2")
+    config = load_config(spec)
+    for key, value in overrides:
+        override(config, key, value)
+    return config, rest
+
+
+def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
+    u = config.model.unet
+    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in u.items()}
+    unknown = set(fields) - set(UNetConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown keys in model.unet: {sorted(unknown)}")
+    return UNetConfig(**fields)
+
+
+def model_config(config: ml_collections.ConfigDict) -> EMOConfig:
+    """The EMOConfig of an emo-mode config (for sd mode use unet_config alone)."""
+    m = config.model
+    return EMOConfig(
+        unet=unet_config(config),
+        motion_frames=m.motion_frames,
+        first_clip_motion=m.first_clip_motion,
+        audio_context=m.audio.context,
+        audio_layers=m.audio.layers,
+        audio_feature_dim=m.audio.feature_dim,
+        audio_tokens=m.audio.tokens,
+        audio_hidden=m.audio.hidden,
+        face_locator=m.face_locator.enabled,
+        face_locator_channels=tuple(m.face_locator.channels),
+        speed_centres=tuple(m.speed.centres),
+        speed_radii=tuple(m.speed.radii),
+        speed_context=m.speed.context,
+        speed_tokens=m.speed.tokens,
+        speed_hidden=m.speed.hidden,
+    )

@@ -1,0 +1,152 @@
+"""The EMO network: ReferenceNet + backbone UNet + audio projection + face locator + speed encoder."""
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
+from emo_jax.models.unet import UNet
+from emo_jax.models.unet_config import UNetConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EMOConfig:
+    """Static model description (built from the `model` config section by emo_jax.config.model_config)."""
+
+    unet: UNetConfig
+    motion_frames: int = 4
+    first_clip_motion: str = "zeros"  # or "reference": what stands in for motion frames before the first clip
+    audio_context: int = 2
+    audio_layers: int = 12
+    audio_feature_dim: int = 768
+    audio_tokens: int = 32
+    audio_hidden: int = 512
+    face_locator: bool = True
+    face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
+    speed_centres: tuple[float, ...] = ()
+    speed_radii: tuple[float, ...] = ()
+    speed_context: int = 2
+    speed_tokens: int = 4
+    speed_hidden: int = 512
+
+    def __post_init__(self):
+        if self.first_clip_motion not in ("zeros", "reference"):
+            raise ValueError(f"model.first_clip_motion must be 'zeros' or 'reference', not {self.first_clip_motion!r}")
+        if self.unet.speed_attention and len(self.speed_centres) != len(self.speed_radii):
+            raise ValueError("model.speed.centres and model.speed.radii need the same number of buckets")
+
+    @property
+    def reference_unet(self) -> UNetConfig:
+        """The ReferenceNet: the backbone's spatial structure with none of EMO's extra layers and no text."""
+        return dataclasses.replace(self.unet, reference_mode=None, audio_attention=False, temporal=False,
+                                   speed_attention=False, text_cross_attention=False)
+
+
+class EMO(nn.Module):
+    cfg: EMOConfig
+
+    def setup(self):
+        cfg, u = self.cfg, self.cfg.unet
+        kw = dict(dtype=u.compute_dtype, param_dtype=u.weights_dtype)
+        self.reference_net = UNet(cfg.reference_unet)
+        self.backbone = UNet(u)
+        if u.audio_attention:
+            self.audio_proj = AudioProjection(cfg.audio_tokens, u.audio_dim, cfg.audio_hidden, **kw)
+        if cfg.face_locator:
+            self.face_locator = FaceLocator(u.block_out_channels[0], cfg.face_locator_channels, **kw)
+        if u.speed_attention:
+            self.speed_encoder = SpeedEncoder(cfg.speed_centres, cfg.speed_radii, cfg.speed_context,
+                                              cfg.speed_tokens, u.speed_dim, cfg.speed_hidden, **kw)
+
+    def reference_features(self, latents_NHWC):
+        """ReferenceNet at timestep 0: {'ref_tokens': [N, L, C] per block, 'motion': [N, H, W, C] per module}."""
+        t = jnp.zeros((latents_NHWC.shape[0],), jnp.float32)
+        return self.reference_net(latents_NHWC, t, features_only=True)
+
+    def motion_features(self, ref_feats: dict, motion_latents_BNHWC=None, motion_keep_B=None):
+        """The motion modules' extra frames: ReferenceNet features of the previous clip's last n latents."""
+        n = self.cfg.motion_frames
+        ref_motion = ref_feats["motion"]
+        b = ref_motion[0].shape[0]
+        if motion_latents_BNHWC is None:
+            if self.cfg.first_clip_motion == "zeros":
+                return [jnp.zeros((b * n,) + m.shape[1:], m.dtype) for m in ref_motion]
+            return [jnp.repeat(m, n, axis=0) for m in ref_motion]
+        if motion_latents_BNHWC.shape[1] != n:
+            raise ValueError(f"got {motion_latents_BNHWC.shape[1]} motion frames, the config says "
+                             f"model.motion_frames={n}")
+        feats = self.reference_features(motion_latents_BNHWC.reshape((-1,) + motion_latents_BNHWC.shape[2:]))["motion"]
+        if motion_keep_B is not None:
+            keep = jnp.repeat(motion_keep_B, n).astype(feats[0].dtype)[:, None, None, None]
+            feats = [f * keep for f in feats]
+        return feats
+
+    def denoise(self, x_BFHWC, t_B, ref_tokens, motion=None, audio_BFCLD=None, face_mask_BHW1=None, speed_BF=None,
+                ref_keep_B=None, audio_keep_B=None):
+        """Noise (or v) prediction for a clip [B, F, h, w, 4] given precomputed ReferenceNet features."""
+        cfg, u = self.cfg, self.cfg.unet
+        b, f = x_BFHWC.shape[:2]
+        per_frame = lambda a: None if a is None else jnp.repeat(a, f, axis=0)
+        cond = {"ref_tokens": [per_frame(r) for r in ref_tokens], "ref_keep": per_frame(ref_keep_B),
+                "num_frames": f, "motion": motion}
+        if u.audio_attention:
+            if audio_BFCLD is None:
+                raise ValueError("this model has audio-attention; pass per-frame audio features [B, F, 2m+1, L, D]")
+            expected = (b, f, 2 * cfg.audio_context + 1, cfg.audio_layers, cfg.audio_feature_dim)
+            if tuple(audio_BFCLD.shape) != expected:
+                raise ValueError(f"audio features have shape {tuple(audio_BFCLD.shape)}, expected {expected} "
+                                 "(batch, frames of the clip, context window, wav2vec layers, feature size)")
+            cond["audio"] = self.audio_proj(audio_BFCLD.reshape((b * f,) + audio_BFCLD.shape[2:]))
+            cond["audio_keep"] = per_frame(audio_keep_B)
+        if u.speed_attention:
+            if speed_BF is None or speed_BF.shape != (b, f):
+                raise ValueError(f"this model has speed layers; pass per-frame head speeds of shape {(b, f)}")
+            cond["speed"] = self.speed_encoder(speed_BF)
+        residual = None
+        if cfg.face_locator:
+            if face_mask_BHW1 is None:
+                raise ValueError("this model has a face locator; pass the face mask [B, H, W, 1] at the latent size "
+                                 "times 2^(len(face_locator.channels) - 1)")
+            residual = per_frame(self.face_locator(face_mask_BHW1))
+        t_N = jnp.repeat(jnp.asarray(t_B), f)
+        out = self.backbone(x_BFHWC.reshape((b * f,) + x_BFHWC.shape[2:]), t_N, cond, conv_in_residual=residual)
+        return out.reshape(x_BFHWC.shape[:2] + out.shape[1:])
+
+    def __call__(self, x_BFHWC, t_B, ref_latent_BHWC, motion_latents_BNHWC=None, audio_BFCLD=None,
+                 face_mask_BHW1=None, speed_BF=None, ref_keep_B=None, audio_keep_B=None, motion_keep_B=None):
+        """Training forward: ReferenceNet on the reference (and motion frames), then the backbone."""
+        if x_BFHWC.shape[0] != ref_latent_BHWC.shape[0]:
+            raise ValueError(f"{x_BFHWC.shape[0]} clips but {ref_latent_BHWC.shape[0]} reference latents")
+        ref = self.reference_features(ref_latent_BHWC)
+        motion = self.motion_features(ref, motion_latents_BNHWC, motion_keep_B) if self.cfg.unet.temporal else None
+        return self.denoise(x_BFHWC, t_B, ref["ref_tokens"], motion, audio_BFCLD, face_mask_BHW1, speed_BF,
+                            ref_keep_B, audio_keep_B)
+
+
+def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) -> dict:
+    """Zero inputs of the right shapes for init / eval_shape."""
+    u = cfg.unet
+    inputs = {
+        "x_BFHWC": jnp.zeros((batch, frames, latent_size, latent_size, u.in_channels)),
+        "t_B": jnp.zeros((batch,), jnp.int32),
+        "ref_latent_BHWC": jnp.zeros((batch, latent_size, latent_size, u.in_channels)),
+    }
+    if u.temporal:
+        inputs["motion_latents_BNHWC"] = jnp.zeros((batch, cfg.motion_frames, latent_size, latent_size, u.in_channels))
+    if u.audio_attention:
+        inputs["audio_BFCLD"] = jnp.zeros((batch, frames, 2 * cfg.audio_context + 1, cfg.audio_layers,
+                                           cfg.audio_feature_dim))
+    if cfg.face_locator:
+        px = latent_size * 2 ** (len(cfg.face_locator_channels) - 1)
+        inputs["face_mask_BHW1"] = jnp.zeros((batch, px, px, 1))
+    if u.speed_attention:
+        inputs["speed_BF"] = jnp.zeros((batch, frames))
+    return inputs
+
+
+def init_params(model: EMO, rng: jax.Array, inputs: dict) -> dict:
+    """Boxed (logically partitioned) parameters."""
+    return model.init(rng, **inputs)["params"]

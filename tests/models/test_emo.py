@@ -1,0 +1,171 @@
+"""The EMO network on the tiny config: zero-init equivalence, motion/speed paths, sharding, input errors."""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from emo_jax.config import ConfigError, load_config, model_config, parse_config_args
+from emo_jax.models.emo import EMO, example_inputs
+from emo_jax.params import count_by_module
+from emo_jax.sharding import make_mesh, param_shardings
+from tests.helpers import rel_err
+
+
+def _model(variant, **unet_overrides):
+    config = load_config(f"configs/tiny.py:{variant}")
+    for k, v in unet_overrides.items():
+        config.model.unet[k] = v
+    return config, EMO(model_config(config))
+
+
+def _random_inputs(config, model, batch=2, frames=None, seed=0):
+    frames = frames or config.model.clip_frames
+    shapes = example_inputs(model.cfg, batch, frames, config.model.latent_size)
+    rng = np.random.default_rng(seed)
+    out = {k: jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)) for k, v in shapes.items()}
+    out["t_B"] = jnp.asarray(rng.integers(0, 1000, size=(batch,)))
+    if "face_mask_BHW1" in out:
+        out["face_mask_BHW1"] = (out["face_mask_BHW1"] > 0).astype(jnp.float32)
+    if "speed_BF" in out:
+        out["speed_BF"] = jnp.abs(out["speed_BF"]) * 2
+    return out
+
+
+def _perturb(params, tag, seed=1, scale=0.05):
+    """Random values for every parameter whose path contains `tag` (zero-initialised layers come alive)."""
+    flat = traverse_util.flatten_dict(params)
+    key = jax.random.PRNGKey(seed)
+    for i, path in enumerate(sorted(flat)):
+        if tag in "/".join(path):
+            flat[path] = scale * jax.random.normal(jax.random.fold_in(key, i), flat[path].shape)
+    return traverse_util.unflatten_dict(flat)
+
+
+@pytest.fixture(scope="module")
+def stage2():
+    config, model = _model("stage2")
+    inputs = _random_inputs(config, model)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
+    return config, model, params, inputs
+
+
+def test_fresh_video_model_equals_image_model_frame_by_frame(stage2):
+    config, model, params, inputs = stage2
+    out = model.apply({"params": params}, **inputs)
+    assert out.shape == inputs["x_BFHWC"].shape  # f frames out, motion frames removed
+    image_config, image_model = _model("stage1")
+    image_params = {k: v for k, v in params.items() if k in ("reference_net", "face_locator")}
+    image_params["backbone"] = traverse_util.unflatten_dict({
+        p: v for p, v in traverse_util.flatten_dict(params["backbone"]).items()
+        if not any(tag in "/".join(p) for tag in ("audio_attn", "norm_audio", "motion_modules"))})
+    frames = inputs["x_BFHWC"].shape[1]
+    for f in range(frames):
+        ref = image_model.apply({"params": image_params}, inputs["x_BFHWC"][:, f:f + 1], inputs["t_B"],
+                                inputs["ref_latent_BHWC"], face_mask_BHW1=inputs["face_mask_BHW1"])
+        assert rel_err(out[:, f:f + 1], ref) < 1e-5
+    # ... and it is no longer the image model once the audio layers are trained.
+    alive = _perturb(params, "audio_attn")
+    assert rel_err(model.apply({"params": alive}, **inputs), out) > 1e-3
+
+
+def test_motion_frames_and_speed_change_the_output():
+    config, model = _model("stage3")
+    inputs = _random_inputs(config, model)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
+    fresh = model.apply({"params": params}, **inputs)
+    # Zero-initialised temporal and speed outputs: neither motion frames nor speed matter yet.
+    other = dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0, speed_BF=inputs["speed_BF"] * 3)
+    assert rel_err(model.apply({"params": params}, **other), fresh) < 1e-6
+    params = _perturb(_perturb(params, "proj_out", seed=2), "speed_attn", seed=3)
+    base = model.apply({"params": params}, **inputs)
+    assert base.shape == inputs["x_BFHWC"].shape
+    moved = model.apply({"params": params}, **dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0))
+    assert rel_err(moved, base) > 1e-4
+    faster = model.apply({"params": params}, **dict(inputs, speed_BF=inputs["speed_BF"] + 3.0))
+    assert rel_err(faster, base) > 1e-4
+    # Dropped motion frames equal the first clip's zero motion features.
+    keep = jnp.array([False, True])
+    dropped = model.apply({"params": params}, **dict(inputs, motion_keep_B=keep))
+    first = model.apply({"params": params}, **dict(inputs, motion_latents_BNHWC=None))
+    assert rel_err(dropped[0], first[0]) < 1e-5
+    assert rel_err(dropped[1], base[1]) < 1e-5
+
+
+def test_dropped_reference_is_ignored(stage2):
+    _, model, params, inputs = stage2
+    keep = jnp.array([False, False])
+    a = model.apply({"params": params}, **dict(inputs, ref_keep_B=keep))
+    b = model.apply({"params": params}, **dict(inputs, ref_keep_B=keep, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
+    c = model.apply({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
+    assert rel_err(a, b) < 1e-6
+    assert rel_err(c, a) > 1e-3
+
+
+@pytest.mark.parametrize("impl", ["chunked", "jax"])
+def test_attention_implementations_agree(stage2, impl):
+    config, model, params, inputs = stage2
+    ref = model.apply({"params": params}, **inputs)
+    config.model.unet.attention_impl = impl
+    config.model.unet.attention_chunk = 64
+    other = EMO(model_config(config))
+    assert rel_err(other.apply({"params": params}, **inputs), ref) < 1e-5
+
+
+def test_cross_reference_mode_runs_and_uses_the_reference():
+    config, model = _model("stage2", reference_mode="cross")
+    inputs = _random_inputs(config, model, batch=1)
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
+    a = model.apply({"params": params}, **inputs)
+    b = model.apply({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] + 1))
+    assert a.shape == inputs["x_BFHWC"].shape and rel_err(a, b) > 1e-4
+
+
+def test_sharded_forward_equals_single_device(stage2):
+    config, model, _, inputs = stage2
+    assert len(jax.devices()) == 8
+    config.mesh.shape.update({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = make_mesh(config.mesh.shape)
+    boxed = model.init(jax.random.PRNGKey(0), **inputs)["params"]
+    params = nn.unbox(boxed)
+    single = jax.jit(model.apply)({"params": params}, **inputs)
+    shardings = param_shardings(boxed, mesh, config.mesh.rules)
+    sharded_params = jax.device_put(params, shardings)
+    with mesh, nn.logical_axis_rules(config.mesh.rules):
+        out = jax.jit(model.apply)({"params": sharded_params}, **inputs)
+    assert rel_err(out, single) < 1e-5
+    # Big kernels are really split over fsdp and tensor.
+    qkv = sharded_params["backbone"]["down_blocks_1__attentions_0"]["transformer_blocks_0"]["attn1"]["to_q"]["kernel"]
+    assert qkv.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+    assert qkv.addressable_shards[0].data.size == qkv.size // 4
+    conv = sharded_params["backbone"]["down_blocks_1__resnets_0"]["conv1"]["kernel"]
+    assert conv.addressable_shards[0].data.size == conv.size // 4
+
+
+def test_wrong_inputs_raise_clear_errors(stage2):
+    config, model, params, inputs = stage2
+    with pytest.raises(ValueError, match="must divide by the UNet's downsampling"):
+        bad = dict(inputs, x_BFHWC=inputs["x_BFHWC"][:, :, :15], ref_latent_BHWC=inputs["ref_latent_BHWC"][:, :15])
+        model.apply({"params": params}, **bad)
+    with pytest.raises(ValueError, match=r"audio features have shape .* expected"):
+        model.apply({"params": params}, **dict(inputs, audio_BFCLD=inputs["audio_BFCLD"][:, :-1]))
+    with pytest.raises(ConfigError, match="unknown config key 'model.unet.hedas'"):
+        parse_config_args(["--config", "configs/tiny.py:stage2", "--config.model.unet.hedas", "4"])
+    with pytest.raises(ConfigError, match="unknown variant"):
+        load_config("configs/tiny.py:stage9")
+
+
+def test_stage_layer_sets():
+    counts = {}
+    for v in ("stage1", "stage2", "stage3"):
+        config, model = _model(v)
+        shapes = jax.eval_shape(functools.partial(model.init, jax.random.PRNGKey(0)),
+                                **example_inputs(model.cfg, 1, config.train.frames, config.model.latent_size))
+        counts[v] = count_by_module(nn.unbox(shapes["params"]))
+    assert set(counts["stage1"]) == {"reference_net", "backbone", "face_locator"}
+    assert set(counts["stage2"]) == set(counts["stage1"]) | {"audio_proj", "audio_attention", "temporal"}
+    assert set(counts["stage3"]) == set(counts["stage2"]) | {"speed"}
+    assert counts["stage1"]["backbone"] == counts["stage3"]["backbone"]
