@@ -30,6 +30,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     m.face_locator.channels = (8, 16)
     m.speed.tokens = 2
     m.speed.hidden = 32
+    # A 4-layer conv stack with the real 320-sample hop, so features come at wav2vec2's 50 Hz.
+    c.audio.encoder.update(dict(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(16,) * 4,
+        conv_stride=(5, 4, 4, 4), conv_kernel=(10, 4, 4, 4), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4))
+    c.audio.window_seconds = 10.0
     if c.vae is not None:
         c.vae.block_out_channels = (16, 32)
         c.vae.layers_per_block = 1
