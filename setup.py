@@ -22,18 +22,21 @@ setup(
         "transformers",
         "av",
         "pillow",
-        "opencv-python-headless",
+        "opencv-python-headless>=4.8,<5",  # 5.x dropped CascadeClassifier, our offline face detector
+        "msgpack",
         "tqdm",
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors"],
+        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu"],
         "tpu": ["libtpu"],
         "tfds": ["tensorflow-datasets"],
     },
     entry_points={
         "console_scripts": [
             "emo-summary=emo_jax.cli.summary:main",
+            "emo-audio-features=emo_jax.cli.audio_features:main",
+            "emo-prepare=data_pipeline.prepare:main",
         ],
     },
 )

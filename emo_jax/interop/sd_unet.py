@@ -72,3 +72,32 @@ def import_unet_params(template: Mapping, state: Mapping, source: str, what: str
     if unused:
         log.info("%s: %d checkpoint keys unused by the %s (e.g. %s)", source, len(unused), what, unused[:3])
     return params, not_sd
+
+
+def init_from_sd(params: Mapping, folder: str) -> tuple[dict, dict[str, list[str]]]:
+    """SD1.5 weights into both the ReferenceNet and the backbone of an EMO parameter tree.
+
+    Returns (params, kept): per UNet, the parameters SD has no counterpart for (EMO's own layers), which keep
+    the values they had. SD's text cross-attention (attn2) has no place in EMO's UNets and is left unused.
+    """
+    import numpy as np
+
+    state, path = load_unet_state(folder)
+    out, kept = dict(params), {}
+    for name in ("reference_net", "backbone"):
+        template = {k: np.asarray(v) for k, v in _flat(params[name]).items()}
+        imported, kept[name] = import_unet_params(_unflat(template), state, path, what=name)
+        out[name] = imported
+    return out, kept
+
+
+def _flat(tree: Mapping) -> dict:
+    from flax import traverse_util
+
+    return traverse_util.flatten_dict(tree)
+
+
+def _unflat(flat: Mapping) -> dict:
+    from flax import traverse_util
+
+    return traverse_util.unflatten_dict(flat)

@@ -1,0 +1,36 @@
+"""The emo-audio-features command: audio file + wav2vec2 folder -> .npy of per-frame features."""
+import wave
+
+import numpy as np
+from w2v_tiny import save_tiny
+
+from emo_jax.cli.audio_features import main
+
+
+def _write_wav(path, seconds, rate=16000):
+    x = (np.random.default_rng(0).uniform(-0.5, 0.5, round(seconds * rate)) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(x.tobytes())
+
+
+def test_cli_writes_features(tmp_path, capsys):
+    folder = str(tmp_path / "w2v")
+    save_tiny(folder)
+    _write_wav(tmp_path / "speech.wav", 1.13)
+    out = tmp_path / "out" / "feats.npy"
+    assert main([str(tmp_path / "speech.wav"), "--wav2vec", folder, "--fps", "30", "--out", str(out)]) == 0
+    feats = np.load(out)
+    assert feats.shape == (34, 5, 2, 32)  # round(1.13 * 30) frames, 2 * 2 + 1 context, 2 layers, hidden 32
+    assert feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert "(34, 5, 2, 32)" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_inputs(tmp_path, capsys):
+    _write_wav(tmp_path / "speech.wav", 0.5)
+    code = main([str(tmp_path / "speech.wav"), "--wav2vec", str(tmp_path / "missing"), "--out", str(tmp_path / "f.npy")])
+    assert code == 2
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "f.npy").exists()
