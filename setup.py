@@ -30,6 +30,7 @@ setup(
     extras_require={
         "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu"],
         "tpu": ["libtpu"],
+        "gpu": ["jax[cuda12]"],
         "tfds": ["tensorflow-datasets"],
     },
     entry_points={
@@ -37,6 +38,7 @@ setup(
             "emo-summary=emo_jax.cli.summary:main",
             "emo-audio-features=emo_jax.cli.audio_features:main",
             "emo-prepare=data_pipeline.prepare:main",
+            "emo-export=emo_jax.cli.export:main",
         ],
     },
 )
