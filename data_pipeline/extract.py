@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Iterator
 
 import cv2
 import numpy as np
 
 from data_pipeline.crop import crop_resize, segment_crop, smooth_boxes, to_crop_pixels, union_mask
+from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.faces import HaarFaceDetector, track_faces
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
@@ -32,6 +34,13 @@ class PrepareConfig:
     speed_estimator: str = "flow"
     analysis_side: int = 320  # detection, cuts and speed run on grey frames this long: ~60 KB per frame kept
     audio_sample_rate: int = 16000
+    wav2vec: str = ""  # Hugging Face wav2vec2 folder: store per-frame features (schema v2); "" = none
+    vae: str = ""  # diffusers AutoencoderKL folder: store per-frame latents (schema v2); "" = none
+
+    def with_absolute_paths(self) -> "PrepareConfig":
+        """The same settings with the encoder folders absolute, so a re-run from another directory matches."""
+        return dataclasses.replace(self, **{k: os.path.abspath(v) for k, v in
+                                            (("wav2vec", self.wav2vec), ("vae", self.vae)) if v})
 
     def validate(self) -> None:
         """Raises ValueError naming the setting that cannot work."""
@@ -47,6 +56,10 @@ class PrepareConfig:
         if self.speed_estimator not in ESTIMATORS:
             raise ValueError(
                 f"--speed-estimator {self.speed_estimator!r} is unknown; choose one of {sorted(ESTIMATORS)}")
+        for flag, folder in (("--wav2vec", self.wav2vec), ("--vae", self.vae)):
+            if folder and not os.path.isfile(os.path.join(folder, "config.json")):
+                raise ValueError(f"{flag} {folder!r} is not a model folder (no config.json in it); pass a local "
+                                 "Hugging Face / diffusers folder with config.json and weights, or leave it out")
 
 
 class SkipInput(Exception):
@@ -129,7 +142,8 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def extract_segments(
-    path: str, cfg: PrepareConfig, detector: HaarFaceDetector, estimator: SpeedEstimator, handled: list[str]
+    path: str, cfg: PrepareConfig, detector: HaarFaceDetector, estimator: SpeedEstimator, encoders: SegmentEncoders,
+    handled: list[str],
 ) -> Iterator[SegmentRecord]:
     """Yields the input's segment records in time order; raises SkipInput for inputs that give none.
 
@@ -151,6 +165,8 @@ def extract_segments(
         if padded:
             handled.append("audio_padded")
         per_frame = cfg.audio_sample_rate / cfg.fps
+        # The whole source in one go, so segment edges get features that heard the audio around them.
+        features = encoders.source_features(audio[: round(num_frames * per_frame)], cfg.fps, num_frames)
         frames = iter_frames(path, cfg.fps)
         t = 0
         for index, plan in enumerate(plans):
@@ -177,6 +193,8 @@ def extract_segments(
                 speed_estimator=estimator.name,
                 audio=audio[first : first + round(len(jpegs) * per_frame)].astype(np.float32),
                 audio_sample_rate=cfg.audio_sample_rate,
+                audio_features=None if features is None else features[plan.start : plan.end],
+                latents=encoders.latents(jpegs),
             )
     except VideoError as e:
         raise SkipInput("unreadable", str(e)) from e

@@ -1,4 +1,7 @@
-"""Grain input pipeline: ArrayRecord shards -> per-process shard -> seeded shuffle -> stage clips -> batches.
+"""Grain input pipeline: segment records -> per-process shard -> seeded shuffle -> stage clips -> batches.
+
+Records come from emo-prepare's ArrayRecord shards (shard_records) or from the TFDS builder's array_record
+files (data_pipeline.tfds_builder.tfds_records); everything after that is the same pipeline.
 
 Elements (numpy; frames stay uint8 RGB so the host sends 4x fewer bytes; the model scales them):
   stage 1:    target [S, S, 3], reference [S, S, 3] (same segment, >= reference_margin frames away),
@@ -7,6 +10,12 @@ Elements (numpy; frames stay uint8 RGB so the host sends 4x fewer bytes; the mod
               (a frame outside the clip when the segment has one), face_mask [S, S] (union of the target
               frames' boxes), speed [f + 2m] and audio [round((f + 2m) * sr / fps)] for the target frames with
               m = context_frames on each side (edge speeds repeated, audio zero-padded past the segment).
+Records of schema v2 that carry them add (float32):
+  latents     stage 1: target_latent, reference_latent [h, w, C] of the frames above;
+              stages 2-3: motion_latents [n, h, w, C], target_latents [f, h, w, C], reference_latent [h, w, C]
+  features    stages 2-3: audio_features [f, 2m + 1, L, D]: each target frame's wav2vec features with m frames
+              on each side; past the segment's ends the edge frame repeats (emo_jax.audio.features.add_context
+              over the segment, so context inside the segment is real audio even beyond the clip)
 A batch stacks elements on a new leading axis. The iterator's get_state()/set_state() make it checkpointable.
 """
 from __future__ import annotations
@@ -16,13 +25,12 @@ import json
 import os
 from typing import Sequence
 
-import cv2
 import grain
 from absl import flags
 import numpy as np
 
 from data_pipeline.crop import union_mask
-from data_pipeline.schema import SegmentRecord, decode_record
+from data_pipeline.schema import SegmentRecord, decode_jpeg, decode_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +67,13 @@ def shard_paths(prepared_dir: str) -> list[str]:
     return [os.path.join(prepared_dir, s) for s in shards]
 
 
+def shard_records(paths: Sequence[str]) -> grain.MapDataset:
+    """The serialised segment records of emo-prepare shards, in shard order."""
+    return grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
+
+
 def segment_dataset(
-    paths: Sequence[str], seed: int, process_index: int = 0, process_count: int = 1
+    records: grain.MapDataset, seed: int, process_index: int = 0, process_count: int = 1
 ) -> grain.MapDataset:
     """This process's segments, reshuffled every epoch, repeated forever, decoded to SegmentRecord.
 
@@ -69,7 +82,7 @@ def segment_dataset(
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} must be in [0, process_count={process_count})")
-    ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(list(paths)))
+    ds = records
     per_process = len(ds) // process_count
     if per_process == 0:
         raise ValueError(f"{len(ds)} segments cannot feed {process_count} processes; prepare more data")
@@ -78,8 +91,7 @@ def segment_dataset(
 
 
 def _frame(record: SegmentRecord, t: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(record.frames_jpeg[t], np.uint8), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_jpeg(record.frames_jpeg[t])
 
 
 def _audio_span(record: SegmentRecord, first: int, frames: int) -> np.ndarray:
@@ -119,11 +131,15 @@ class ClipSampler:
         # Only targets with a frame >= margin away on some side; for n > 2 * margin that is every frame.
         target = int(rng.choice([t for t in range(n) if t >= margin or t <= n - 1 - margin]))
         reference = _other_frame(rng, n, max(0, target - margin + 1), min(n, target + margin))
-        return {
+        out = {
             "target": _frame(record, target),
             "reference": _frame(record, reference),
             "face_mask": union_mask(record.face_boxes[target : target + 1], record.size),
         }
+        if record.latents is not None:
+            out["target_latent"] = record.latents[target].astype(np.float32)
+            out["reference_latent"] = record.latents[reference].astype(np.float32)
+        return out
 
     def _video(self, record: SegmentRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
         cfg, n = self.cfg, record.num_frames
@@ -135,22 +151,32 @@ class ClipSampler:
         first_target, m = start + cfg.num_motion, cfg.context_frames
         frames = np.stack([_frame(record, t) for t in range(start, start + length)])
         speed_index = np.clip(np.arange(first_target - m, first_target + cfg.num_target + m), 0, n - 1)
-        return {
+        reference = _other_frame(rng, n, start, start + length)
+        out = {
             "motion": frames[: cfg.num_motion],
             "target": frames[cfg.num_motion :],
-            "reference": _frame(record, _other_frame(rng, n, start, start + length)),
+            "reference": _frame(record, reference),
             "face_mask": union_mask(record.face_boxes[first_target : start + length], record.size),
             "speed": record.speed[speed_index],
             "audio": _audio_span(record, first_target - m, cfg.num_target + 2 * m),
         }
+        if record.audio_features is not None:
+            # Row k holds speed_index[k : k + 2m + 1]: target frame k with its m neighbours on each side.
+            windows = speed_index[np.arange(cfg.num_target)[:, None] + np.arange(2 * m + 1)[None, :]]
+            out["audio_features"] = record.audio_features[windows].astype(np.float32)
+        if record.latents is not None:
+            out["motion_latents"] = record.latents[start:first_target].astype(np.float32)
+            out["target_latents"] = record.latents[first_target : start + length].astype(np.float32)
+            out["reference_latent"] = record.latents[reference].astype(np.float32)
+        return out
 
 
 def make_dataset(
-    paths: Sequence[str], cfg: LoaderConfig, process_index: int = 0, process_count: int = 1
+    records: grain.MapDataset, cfg: LoaderConfig, process_index: int = 0, process_count: int = 1
 ) -> grain.IterDataset:
-    """Batches for one process; iter() it, and save/restore the iterator with get_state()/set_state()."""
+    """Batches for one process from serialised records; iter() it, checkpoint it with get_state()/set_state()."""
     cfg.validate()
-    ds = segment_dataset(paths, cfg.seed, process_index, process_count)
+    ds = segment_dataset(records, cfg.seed, process_index, process_count)
     # The clip seed differs from the shuffle seed so clip choice and order do not correlate.
     ds = ds.random_map(ClipSampler(cfg), seed=cfg.seed + 1).batch(cfg.batch_size, drop_remainder=True)
     iterable = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=2))

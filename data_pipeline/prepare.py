@@ -8,6 +8,11 @@ Layout of --output:
 
 An input with a done-marker is never processed again, so an interrupted run resumes where it stopped and a
 finished run re-run is a no-op. To retry a skipped input, delete its done/ file. One emo-prepare per folder.
+
+--wav2vec DIR and --vae DIR (local Hugging Face / diffusers folders) add per-frame audio features and VAE
+latents to every record (schema.py). Their absolute paths are settings like any other; each worker process
+loads the models once. JAX runs them on the default backend: with several workers on one GPU, set
+XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import Sequence
 
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
 from data_pipeline.faces import HaarFaceDetector
 from data_pipeline.schema import SCHEMA_VERSION, encode_record
@@ -67,15 +73,17 @@ def _write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-_TOOLS: dict[str, object] = {}
+_TOOLS: dict[tuple[str, str, str], tuple[HaarFaceDetector, SpeedEstimator, SegmentEncoders]] = {}
 
 
-def _tools(cfg: PrepareConfig) -> tuple[HaarFaceDetector, SpeedEstimator]:
-    """Detector and speed estimator, built once per worker process."""
-    if not _TOOLS:
-        _TOOLS["detector"] = HaarFaceDetector()
-        _TOOLS["estimator"] = make_speed_estimator(cfg.speed_estimator)
-    return _TOOLS["detector"], _TOOLS["estimator"]
+def _tools(cfg: PrepareConfig) -> tuple[HaarFaceDetector, SpeedEstimator, SegmentEncoders]:
+    """Detector, speed estimator and encoders, built once per worker process for the run's settings."""
+    key = (cfg.speed_estimator, cfg.wav2vec, cfg.vae)
+    if key not in _TOOLS:
+        _TOOLS.clear()  # another run's encoders in this process: free them before loading these
+        _TOOLS[key] = (HaarFaceDetector(), make_speed_estimator(cfg.speed_estimator),
+                       SegmentEncoders(cfg.wav2vec, cfg.vae))
+    return _TOOLS[key]
 
 
 def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
@@ -84,11 +92,12 @@ def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
     shard = os.path.join(output, "shards", ident + ".array_record")
     marker = {"input": path, "id": ident, "status": "ok", "segments": 0, "frames": 0, "handled": []}
     tmp = f"{os.path.join(output, 'shards', '.' + ident)}.{os.getpid()}.tmp"
+    # Outside the try: an encoder folder that does not load is the run's problem, not this input's.
+    detector, estimator, encoders = _tools(cfg)
     try:
-        detector, estimator = _tools(cfg)
         writer = ArrayRecordWriter(tmp, ARRAY_RECORD_OPTIONS)
         try:
-            for record in extract_segments(path, cfg, detector, estimator, marker["handled"]):
+            for record in extract_segments(path, cfg, detector, estimator, encoders, marker["handled"]):
                 writer.write(encode_record(record))
                 marker["segments"] += 1
                 marker["frames"] += record.num_frames
@@ -157,6 +166,7 @@ def _check_config(output: str, cfg: PrepareConfig) -> None:
 
 def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1) -> dict:
     """Processes every input without a done-marker, then writes and returns the manifest."""
+    cfg = cfg.with_absolute_paths()
     cfg.validate()
     for sub in ("shards", "done"):
         os.makedirs(os.path.join(output, sub), exist_ok=True)
@@ -204,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes, one input each")
     for field in dataclasses.fields(PrepareConfig):
         p.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
-                       default=getattr(defaults, field.name), help=f"default {getattr(defaults, field.name)}")
+                       default=getattr(defaults, field.name), help=f"default {getattr(defaults, field.name)!r}")
     return p
 
 

@@ -1,6 +1,6 @@
 """The segment record stored in ArrayRecord shards: fields, version, and its msgpack serialisation.
 
-One record = one video segment (3-12 s, one shot, face visible throughout), schema version 1:
+One record = one video segment (3-12 s, one shot, face visible throughout), schema version 2:
 
     version            int      SCHEMA_VERSION of the writer
     source             str      input path as given to emo-prepare
@@ -17,6 +17,16 @@ One record = one video segment (3-12 s, one shot, face visible throughout), sche
     audio              f32 [N]  mono audio, N = round(T / fps * audio_sample_rate); frame t owns samples
                                 [round(t * sr / fps), round((t + 1) * sr / fps))
     audio_sample_rate  int      16000
+    audio_features     f16 [T, L, D] or None   (v2) wav2vec2 hidden states of the L transformer layers (no
+                                embedding layer) resampled to the frames, no context: emo_jax.audio.features
+                                run on the whole source's audio (normalised over the source), then sliced to
+                                the segment, so frames at a segment's edges saw the real audio around them
+    latents            f16 [T, h, w, C] or None   (v2) VAE posterior mean * scaling factor of every frame,
+                                encoded from the decoded `frames_jpeg` (what the loader shows), h = w = size / the
+                                VAE's downsampling factor (8 for SD's VAE)
+
+Version 1 is version 2 without the last two keys; it still decodes (with both None). None fields are msgpack
+nil: emo-prepare computes them only when given --wav2vec / --vae.
 
 Serialisation: a msgpack map with exactly these keys. Arrays are maps {"dtype", "shape", "data"} holding
 little-endian raw bytes, so a record decodes with msgpack and numpy alone, in any language with msgpack,
@@ -26,13 +36,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import cv2
 import msgpack
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _ARRAY_FIELDS = {"face_boxes": np.float32, "crop_box": np.float32, "face_mask": np.uint8, "speed": np.float32,
                  "audio": np.float32}
+_OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16}  # new in version 2
 
 
 class SchemaError(ValueError):
@@ -56,6 +69,8 @@ class SegmentRecord:
     speed_estimator: str
     audio: np.ndarray
     audio_sample_rate: int
+    audio_features: np.ndarray | None = None
+    latents: np.ndarray | None = None
     version: int = SCHEMA_VERSION
 
     @property
@@ -66,6 +81,12 @@ class SegmentRecord:
         """The samples of `audio` that play during frame t."""
         per_frame = self.audio_sample_rate / self.fps
         return slice(round(t * per_frame), round((t + 1) * per_frame))
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """RGB uint8 [size, size, 3] of one `frames_jpeg` entry; the loader and the VAE encoder both read frames so."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def _pack_array(x: np.ndarray, dtype: type) -> dict:
@@ -85,14 +106,21 @@ def _check(record: SegmentRecord) -> None:
     assert record.face_mask.shape == (s, s), record.face_mask.shape
     assert record.crop_box.shape == (4,), record.crop_box.shape
     assert record.audio.shape == (round(t / record.fps * record.audio_sample_rate),), record.audio.shape
+    if record.audio_features is not None:
+        assert record.audio_features.ndim == 3 and len(record.audio_features) == t, record.audio_features.shape
+    if record.latents is not None:
+        shape = record.latents.shape
+        assert len(shape) == 4 and shape[0] == t and shape[1] == shape[2] and s % shape[1] == 0, shape
 
 
 def encode_record(record: SegmentRecord) -> bytes:
-    """Serialises a record to msgpack bytes (schema above)."""
+    """Serialises a record to msgpack bytes in the current schema version (above)."""
     _check(record)
-    fields = dataclasses.asdict(record)
-    for name, dtype in _ARRAY_FIELDS.items():
-        fields[name] = _pack_array(getattr(record, name), dtype)
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    fields["version"] = SCHEMA_VERSION
+    for name, dtype in {**_ARRAY_FIELDS, **_OPTIONAL_ARRAY_FIELDS}.items():
+        if fields[name] is not None:
+            fields[name] = _pack_array(fields[name], dtype)
     return msgpack.packb(fields, use_bin_type=True)
 
 
@@ -104,14 +132,19 @@ def decode_record(data: bytes) -> SegmentRecord:
         raise SchemaError(f"record is not valid msgpack ({e}); the shard is corrupt, re-run emo-prepare") from e
     if not isinstance(fields, dict) or "version" not in fields:
         raise SchemaError("record has no 'version' field; it was not written by emo-prepare")
-    if fields["version"] != SCHEMA_VERSION:
+    version = fields["version"]
+    if version not in READABLE_VERSIONS:
         raise SchemaError(
-            f"record schema version {fields['version']} is not the supported version {SCHEMA_VERSION}; "
+            f"record schema version {version} is not one of the readable versions {READABLE_VERSIONS}; "
             "re-run emo-prepare with this emo-jax version, or use the emo-jax version that wrote the shards"
         )
     expected = {f.name for f in dataclasses.fields(SegmentRecord)}
+    if version == 1:
+        expected -= set(_OPTIONAL_ARRAY_FIELDS)
     if set(fields) != expected:
-        raise SchemaError(f"record fields {sorted(fields)} differ from schema v{SCHEMA_VERSION} {sorted(expected)}")
+        raise SchemaError(f"record fields {sorted(fields)} differ from schema v{version} {sorted(expected)}")
     for name in _ARRAY_FIELDS:
         fields[name] = _unpack_array(fields[name])
+    for name in _OPTIONAL_ARRAY_FIELDS:
+        fields[name] = None if fields.get(name) is None else _unpack_array(fields[name])
     return SegmentRecord(**fields)

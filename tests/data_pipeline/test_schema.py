@@ -48,3 +48,26 @@ def test_unknown_version_and_garbage_are_refused():
     fields["version"] = SCHEMA_VERSION
     with pytest.raises(SchemaError, match="fields"):
         decode_record(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_version_2_fields_roundtrip_as_float16():
+    record = _record()
+    record.audio_features = np.linspace(-3, 3, 3 * 2 * 4, dtype=np.float32).reshape(3, 2, 4)
+    record.latents = np.full((3, 1, 1, 4), 0.5, np.float32)
+    back = decode_record(encode_record(record))
+    assert back.audio_features.dtype == back.latents.dtype == np.float16
+    np.testing.assert_allclose(back.audio_features, record.audio_features, rtol=1e-3)
+    np.testing.assert_array_equal(back.latents, record.latents)
+    assert decode_record(encode_record(_record())).latents is None
+
+
+def test_version_1_records_still_decode():
+    fields = msgpack.unpackb(encode_record(_record()))
+    del fields["audio_features"], fields["latents"]
+    fields["version"] = 1
+    back = decode_record(msgpack.packb(fields, use_bin_type=True))
+    assert back.version == 1 and back.audio_features is None and back.latents is None
+    np.testing.assert_array_equal(back.audio, _record().audio)
+    fields["latents"] = None  # a version 1 record has no place for it
+    with pytest.raises(SchemaError, match="v1"):
+        decode_record(msgpack.packb(fields, use_bin_type=True))
