@@ -28,10 +28,11 @@ setup(
         "tensorboardX",
     ],
     extras_require={
-        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu"],
+        "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu",
+                 "tensorflow-datasets", "importlib_resources"],
         "tpu": ["libtpu"],
         "gpu": ["jax[cuda12]"],
-        "tfds": ["tensorflow-datasets"],
+        "tfds": ["tensorflow-datasets", "importlib_resources"],
     },
     entry_points={
         "console_scripts": [
