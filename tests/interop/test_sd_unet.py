@@ -9,6 +9,7 @@ from emo_jax.config import load_config, model_config
 from emo_jax.interop.keys import flax_path_to_torch
 from emo_jax.interop.sd_unet import init_from_sd
 from emo_jax.models.emo import EMO, example_inputs
+from emo_jax.models.partitioning import init_params
 from tests.helpers import randomize_torch_module
 
 torch = pytest.importorskip("torch")
@@ -29,7 +30,7 @@ def test_sd_weights_fill_reference_net_and_backbone(tmp_path):
     state = {k: v.numpy() for k, v in sd.state_dict().items()}
 
     model = EMO(cfg)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), **example_inputs(cfg, 1, 2, 16))["params"])
+    params = nn.unbox(init_params(model, 0, example_inputs(cfg, 1, 2, 16)))
     loaded, kept = init_from_sd(params, str(tmp_path))
 
     for name in ("reference_net", "backbone"):

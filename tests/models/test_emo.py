@@ -10,9 +10,20 @@ from flax import traverse_util
 
 from emo_jax.config import ConfigError, load_config, model_config, parse_config_args
 from emo_jax.models.emo import EMO, example_inputs
+from emo_jax.models.partitioning import init_params
 from emo_jax.params import count_by_module
 from emo_jax.sharding import make_mesh, param_shardings
 from tests.helpers import rel_err
+
+
+_JITTED = {}
+
+
+def _apply(model):
+    """model.apply, jitted once per model (eager dispatch compiles every op separately)."""
+    if model not in _JITTED:
+        _JITTED[model] = jax.jit(model.apply)
+    return _JITTED[model]
 
 
 def _model(variant, **unet_overrides):
@@ -49,13 +60,13 @@ def _perturb(params, tag, seed=1, scale=0.05):
 def stage2():
     config, model = _model("stage2")
     inputs = _random_inputs(config, model)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
+    params = nn.unbox(init_params(model, 0, inputs))
     return config, model, params, inputs
 
 
 def test_fresh_video_model_equals_image_model_frame_by_frame(stage2):
     config, model, params, inputs = stage2
-    out = model.apply({"params": params}, **inputs)
+    out = _apply(model)({"params": params}, **inputs)
     assert out.shape == inputs["x_BFHWC"].shape  # f frames out, motion frames removed
     image_config, image_model = _model("stage1")
     image_params = {k: v for k, v in params.items() if k in ("reference_net", "face_locator")}
@@ -64,33 +75,33 @@ def test_fresh_video_model_equals_image_model_frame_by_frame(stage2):
         if not any(tag in "/".join(p) for tag in ("audio_attn", "norm_audio", "motion_modules"))})
     frames = inputs["x_BFHWC"].shape[1]
     for f in range(frames):
-        ref = image_model.apply({"params": image_params}, inputs["x_BFHWC"][:, f:f + 1], inputs["t_B"],
+        ref = _apply(image_model)({"params": image_params}, inputs["x_BFHWC"][:, f:f + 1], inputs["t_B"],
                                 inputs["ref_latent_BHWC"], face_mask_BHW1=inputs["face_mask_BHW1"])
         assert rel_err(out[:, f:f + 1], ref) < 1e-5
     # ... and it is no longer the image model once the audio layers are trained.
     alive = _perturb(params, "audio_attn")
-    assert rel_err(model.apply({"params": alive}, **inputs), out) > 1e-3
+    assert rel_err(_apply(model)({"params": alive}, **inputs), out) > 1e-3
 
 
 def test_motion_frames_and_speed_change_the_output():
     config, model = _model("stage3")
     inputs = _random_inputs(config, model)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
-    fresh = model.apply({"params": params}, **inputs)
+    params = nn.unbox(init_params(model, 0, inputs))
+    fresh = _apply(model)({"params": params}, **inputs)
     # Zero-initialised temporal and speed outputs: neither motion frames nor speed matter yet.
     other = dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0, speed_BF=inputs["speed_BF"] * 3)
-    assert rel_err(model.apply({"params": params}, **other), fresh) < 1e-6
+    assert rel_err(_apply(model)({"params": params}, **other), fresh) < 1e-6
     params = _perturb(_perturb(params, "proj_out", seed=2), "speed_attn", seed=3)
-    base = model.apply({"params": params}, **inputs)
+    base = _apply(model)({"params": params}, **inputs)
     assert base.shape == inputs["x_BFHWC"].shape
-    moved = model.apply({"params": params}, **dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0))
+    moved = _apply(model)({"params": params}, **dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0))
     assert rel_err(moved, base) > 1e-4
-    faster = model.apply({"params": params}, **dict(inputs, speed_BF=inputs["speed_BF"] + 3.0))
+    faster = _apply(model)({"params": params}, **dict(inputs, speed_BF=inputs["speed_BF"] + 3.0))
     assert rel_err(faster, base) > 1e-4
     # Dropped motion frames equal the first clip's zero motion features.
     keep = jnp.array([False, True])
-    dropped = model.apply({"params": params}, **dict(inputs, motion_keep_B=keep))
-    first = model.apply({"params": params}, **dict(inputs, motion_latents_BNHWC=None))
+    dropped = _apply(model)({"params": params}, **dict(inputs, motion_keep_B=keep))
+    first = _apply(model)({"params": params}, **dict(inputs, motion_latents_BNHWC=None))
     assert rel_err(dropped[0], first[0]) < 1e-5
     assert rel_err(dropped[1], base[1]) < 1e-5
 
@@ -98,9 +109,9 @@ def test_motion_frames_and_speed_change_the_output():
 def test_dropped_reference_is_ignored(stage2):
     _, model, params, inputs = stage2
     keep = jnp.array([False, False])
-    a = model.apply({"params": params}, **dict(inputs, ref_keep_B=keep))
-    b = model.apply({"params": params}, **dict(inputs, ref_keep_B=keep, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
-    c = model.apply({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
+    a = _apply(model)({"params": params}, **dict(inputs, ref_keep_B=keep))
+    b = _apply(model)({"params": params}, **dict(inputs, ref_keep_B=keep, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
+    c = _apply(model)({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
     assert rel_err(a, b) < 1e-6
     assert rel_err(c, a) > 1e-3
 
@@ -108,19 +119,19 @@ def test_dropped_reference_is_ignored(stage2):
 @pytest.mark.parametrize("impl", ["chunked", "jax"])
 def test_attention_implementations_agree(stage2, impl):
     config, model, params, inputs = stage2
-    ref = model.apply({"params": params}, **inputs)
+    ref = _apply(model)({"params": params}, **inputs)
     config.model.unet.attention_impl = impl
     config.model.unet.attention_chunk = 64
     other = EMO(model_config(config))
-    assert rel_err(other.apply({"params": params}, **inputs), ref) < 1e-5
+    assert rel_err(_apply(other)({"params": params}, **inputs), ref) < 1e-5
 
 
 def test_cross_reference_mode_runs_and_uses_the_reference():
     config, model = _model("stage2", reference_mode="cross")
     inputs = _random_inputs(config, model, batch=1)
-    params = nn.unbox(model.init(jax.random.PRNGKey(0), **inputs)["params"])
-    a = model.apply({"params": params}, **inputs)
-    b = model.apply({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] + 1))
+    params = nn.unbox(init_params(model, 0, inputs))
+    a = _apply(model)({"params": params}, **inputs)
+    b = _apply(model)({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] + 1))
     assert a.shape == inputs["x_BFHWC"].shape and rel_err(a, b) > 1e-4
 
 
@@ -129,9 +140,9 @@ def test_sharded_forward_equals_single_device(stage2):
     assert len(jax.devices()) == 8
     config.mesh.shape.update({"data": 2, "fsdp": 2, "tensor": 2})
     mesh = make_mesh(config.mesh.shape)
-    boxed = model.init(jax.random.PRNGKey(0), **inputs)["params"]
+    boxed = init_params(model, 0, inputs)
     params = nn.unbox(boxed)
-    single = jax.jit(model.apply)({"params": params}, **inputs)
+    single = _apply(model)({"params": params}, **inputs)
     shardings = param_shardings(boxed, mesh, config.mesh.rules)
     sharded_params = jax.device_put(params, shardings)
     with mesh, nn.logical_axis_rules(config.mesh.rules):
@@ -149,9 +160,9 @@ def test_wrong_inputs_raise_clear_errors(stage2):
     config, model, params, inputs = stage2
     with pytest.raises(ValueError, match="must divide by the UNet's downsampling"):
         bad = dict(inputs, x_BFHWC=inputs["x_BFHWC"][:, :, :15], ref_latent_BHWC=inputs["ref_latent_BHWC"][:, :15])
-        model.apply({"params": params}, **bad)
+        _apply(model)({"params": params}, **bad)
     with pytest.raises(ValueError, match=r"audio features have shape .* expected"):
-        model.apply({"params": params}, **dict(inputs, audio_BFCLD=inputs["audio_BFCLD"][:, :-1]))
+        _apply(model)({"params": params}, **dict(inputs, audio_BFCLD=inputs["audio_BFCLD"][:, :-1]))
     with pytest.raises(ConfigError, match="unknown config key 'model.unet.hedas'"):
         parse_config_args(["--config", "configs/tiny.py:stage2", "--config.model.unet.hedas", "4"])
     with pytest.raises(ConfigError, match="unknown variant"):
