@@ -146,7 +146,3 @@ def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) ->
         inputs["speed_BF"] = jnp.zeros((batch, frames))
     return inputs
 
-
-def init_params(model: EMO, rng: jax.Array, inputs: dict) -> dict:
-    """Boxed (logically partitioned) parameters."""
-    return model.init(rng, **inputs)["params"]
