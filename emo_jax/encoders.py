@@ -1,5 +1,5 @@
 """The frozen encoders a config names: wav2vec2 (audio) and the VAE, from local folders or, for smoke tests,
-randomly initialised from a fixed seed so that every process and every run gets the same weights."""
+random weights sampled on the host from a fixed seed (the same in every process and run, nothing compiled)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,6 +14,7 @@ from emo_jax.audio.wav2vec2_import import load_wav2vec2
 from emo_jax.build import vae_config
 from emo_jax.config import ConfigError
 from emo_jax.models.vae import AutoencoderKL
+from emo_jax.models.partitioning import random_params
 from emo_jax.models.vae_io import load_vae
 
 RANDOM_INIT_SEED = 1234
@@ -29,7 +30,7 @@ def audio_encoder(config: ml_collections.ConfigDict, random_init: bool = False):
         w2v = Wav2Vec2Config(**fields)
         module = Wav2Vec2Model(w2v)
         dummy = jnp.zeros((1, 16000), jnp.float32)
-        params = jax.jit(module.init)(jax.random.PRNGKey(RANDOM_INIT_SEED), dummy)
+        params = random_params(jax.eval_shape(module.init, jax.random.PRNGKey(0), dummy), RANDOM_INIT_SEED)
     else:
         raise ConfigError("config.audio.wav2vec_path is empty: set --config.audio.wav2vec_path to a local "
                           "Hugging Face wav2vec2 folder (config.json + weights), or use --random-init for a smoke test")
@@ -59,5 +60,5 @@ def vae(config: ml_collections.ConfigDict, random_init: bool = False):
                           "subfolder, or use --random-init for a smoke test")
     module = AutoencoderKL(vcfg)
     size = 8 * vcfg.downsample_factor
-    params = jax.jit(module.init)(jax.random.PRNGKey(RANDOM_INIT_SEED + 1), jnp.zeros((1, size, size, 3)))
-    return module, nn.unbox(params)["params"], vcfg
+    shapes = nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))
+    return module, random_params(shapes["params"], RANDOM_INIT_SEED + 1), vcfg

@@ -97,3 +97,14 @@ def init_params(model: nn.Module, seed: int, inputs: dict, method: Any = None,
         value = _host_value(box.init_kind, tuple(box.value.shape), np.dtype(box.value.dtype), seed_words)
         out[path] = box.replace(value=place(path, value) if place else jnp.asarray(value))
     return traverse_util.unflatten_dict(out)
+
+
+def random_params(abstract: Any, seed: int) -> dict:
+    """Plain parameters for a tree of shapes from modules not built with these initialisers (the frozen
+    encoders, when a smoke test runs them with random weights): kernels lecun, norm scales ones, the rest zeros."""
+    out = {}
+    for path, leaf in traverse_util.flatten_dict(abstract).items():
+        kind = {"kernel": "lecun", "scale": "ones"}.get(path[-1], "zeros")
+        seed_words = [seed, zlib.crc32("/".join(path).encode())]
+        out[path] = jnp.asarray(_host_value(kind, tuple(leaf.shape), np.dtype(leaf.dtype), seed_words))
+    return traverse_util.unflatten_dict(out)

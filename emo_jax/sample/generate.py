@@ -1,0 +1,256 @@
+"""emo-generate: one portrait + one audio file -> a talking-head mp4 with the audio muxed in."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+# Head rotation speed (degrees per frame) used when a speed model gets no --speed: calm talking-head motion,
+# inside the finely resolved low buckets of configs/emo_512.py's model.speed.centres.
+DEFAULT_SPEED = 1.0
+# Haar detection runs on a copy whose longer side is at most this many pixels: the cascade's cost grows with
+# the pixel count and portraits are usually far larger than the faces it needs to see.
+DETECT_SIDE = 640
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emo-generate",
+        description="Generates a talking-head video from one portrait and an audio file. Config options: "
+                    "--config FILE[:VARIANT] and any --config.a.b VALUE override.",
+    )
+    p.add_argument("--checkpoint", help="trained checkpoint folder (emo-train output); or --random-init")
+    p.add_argument("--random-init", action="store_true",
+                   help="smoke test: a fresh random model and random frozen encoders (fixed seed), no weights read")
+    p.add_argument("--image", required=True, help="reference portrait (png, jpg, ...)")
+    p.add_argument("--audio", required=True, help="driving audio or video file (wav, mp3, m4a, mp4, ...)")
+    p.add_argument("--out", required=True, help="output .mp4 path")
+    p.add_argument("--seed", type=int, help="noise seed (default config.seed); same seed, same video")
+    p.add_argument("--face-box", help="face region x0,y0,x1,y1 in pixels of --image (default: detected)")
+    p.add_argument("--speed", help=f"head speed in degrees/frame: a number, or a .npy/.txt file with one value per "
+                                   f"output frame (speed models only; default {DEFAULT_SPEED})")
+    p.add_argument("--steps", type=int, help="DDIM steps (default config.sample.steps)")
+    p.add_argument("--ref-scale", type=float, help="reference guidance scale (default config.sample.ref_scale)")
+    p.add_argument("--audio-scale", type=float, help="audio guidance scale (default config.sample.audio_scale)")
+    p.add_argument("--fps", type=float, help="output frame rate (default config.data.fps, the training rate)")
+    p.add_argument("--contact-sheet", help="also write a PNG grid of frames here")
+    return p
+
+
+def parse_face_box(text: str) -> np.ndarray:
+    """'x0,y0,x1,y1' -> float32 [4]; anything else is an error showing the expected form."""
+    try:
+        box = np.asarray([float(v) for v in text.split(",")], np.float32)
+    except ValueError:
+        box = np.zeros(0)
+    if box.shape != (4,) or not (box[0] < box[2] and box[1] < box[3]):
+        raise ValueError(f"--face-box {text!r}: expected x0,y0,x1,y1 in pixels with x0 < x1 and y0 < y1, "
+                         "e.g. --face-box 180,120,340,320")
+    return box
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of an image file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not os.path.isfile(path):
+        raise ValueError(f"image {path!r} does not exist; pass the path of a portrait (png, jpg, ...)")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"cannot read {path!r} as an image ({e}); pass a png or jpg portrait") from e
+
+
+def detect_face(image_HW3: np.ndarray, path: str) -> np.ndarray:
+    """The largest face box (x0, y0, x1, y1) the Haar cascade finds, in image pixels."""
+    import cv2
+
+    from data_pipeline.faces import HaarFaceDetector
+
+    scale = min(1.0, DETECT_SIDE / max(image_HW3.shape[:2]))
+    gray = cv2.cvtColor(image_HW3, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    boxes = HaarFaceDetector()(gray) / scale
+    if not len(boxes):
+        raise ValueError(f"no face found in {path!r}; pass the face region yourself with --face-box x0,y0,x1,y1 "
+                         "(pixels of the image)")
+    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+
+
+def crop_reference(image_HW3: np.ndarray, box: np.ndarray, size: int, mask_size: int,
+                   expand: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reference [size, size, 3], face mask [mask_size, mask_size]) from the largest square crop around the face.
+
+    The crop keeps as much of the portrait as a square can, centred on the face where the borders allow; the
+    mask is the face box grown `expand` times about its centre, as the face locator's region for the whole video.
+    """
+    from data_pipeline.crop import crop_resize, union_mask
+
+    h, w = image_HW3.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise ValueError(f"face box {box.tolist()} lies outside the {w}x{h} image; give x0,y0,x1,y1 in its pixels")
+    side = min(h, w)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = int(round(np.clip(cx - side / 2, 0, w - side)))
+    top = int(round(np.clip(cy - side / 2, 0, h - side)))
+    reference = crop_resize(image_HW3, np.array([left, top, left + side, top + side]), size)
+    half_w, half_h = (x1 - x0) / 2 * expand, (y1 - y0) / 2 * expand
+    grown = np.array([cx - half_w - left, cy - half_h - top, cx + half_w - left, cy + half_h - top], np.float32)
+    grown = np.clip(grown * (mask_size / side), 0, mask_size)
+    return reference, union_mask(grown[None], mask_size).astype(np.float32)
+
+
+def load_speed(text: str | None, num_frames: int) -> np.ndarray:
+    """Per-frame speeds [num_frames] from a number or a .npy/.txt curve (longer curves are cut)."""
+    if text is None:
+        return np.full(num_frames, DEFAULT_SPEED, np.float32)
+    try:
+        return np.full(num_frames, float(text), np.float32)
+    except ValueError:
+        pass
+    if not os.path.isfile(text):
+        raise ValueError(f"--speed {text!r} is neither a number nor an existing .npy/.txt file")
+    try:
+        curve = np.load(text) if text.endswith(".npy") else np.loadtxt(text, ndmin=1)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"cannot read speeds from {text!r} ({e}); give a .npy array or a text file of numbers") from e
+    curve = np.asarray(curve, np.float32).reshape(-1)
+    if len(curve) < num_frames or not np.isfinite(curve).all():
+        raise ValueError(f"--speed {text!r} holds {len(curve)} values (finite: {bool(np.isfinite(curve).all())}); "
+                         f"the video has {num_frames} frames, so give at least {num_frames} finite values")
+    return curve[:num_frames]
+
+
+def check_audio_length(audio_16k: np.ndarray, fps: float, path: str, min_samples: int = 1) -> int:
+    """round(duration * fps), or an error naming the file when that is no frame or too short to encode."""
+    from emo_jax.audio.features import video_frame_count
+
+    frames = video_frame_count(len(audio_16k), fps)
+    if frames == 0:
+        raise ValueError(f"audio {path!r} lasts {len(audio_16k) / 16:.1f} ms, shorter than one video frame at "
+                         f"{fps:g} fps ({1000 / fps:.1f} ms); pass a longer audio file")
+    if len(audio_16k) < min_samples:
+        raise ValueError(f"audio {path!r} lasts {len(audio_16k) / 16:.1f} ms, shorter than the audio encoder's "
+                         f"{min_samples / 16:.0f} ms window; pass a longer audio file")
+    return frames
+
+
+def random_model_params(config, seed: int = 0) -> dict:
+    """A fresh EMO parameter tree from a fixed seed, for smoke tests (no weights read)."""
+    import flax.linen as nn
+
+    from emo_jax.config import model_config
+    from emo_jax.models.emo import EMO, example_inputs
+    from emo_jax.models.partitioning import init_params
+
+    cfg = model_config(config)
+    return nn.unbox(init_params(EMO(cfg), seed, example_inputs(cfg, 1, 1, config.model.latent_size)))
+
+
+def restore_model(checkpoint: str, config) -> dict:
+    """EMO parameters (EMA) from a training checkpoint whose model section matches `config`."""
+    import json
+
+    from emo_jax.config import ConfigError
+    from emo_jax.train.checkpoint import restore_params
+
+    trained_config, params = restore_params(checkpoint, use_ema=True)
+    # Compared as JSON: the checkpoint stores its config as JSON, which turns tuples into lists.
+    trained, wanted = (json.loads(c.model.to_json_best_effort()) for c in (trained_config, config))
+    if trained != wanted:
+        changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
+        raise ConfigError(f"checkpoint {checkpoint!r} was trained with a different model section than --config "
+                          f"(model.{', model.'.join(changed)} differ); pass the config and variant it was trained with")
+    return params
+
+
+def generate(args: argparse.Namespace, config) -> str:
+    """Runs the whole pipeline for parsed arguments; returns a one-line summary."""
+    from tqdm import tqdm
+
+    from emo_jax import encoders
+    from emo_jax.audio import load_audio
+    from emo_jax.audio.features import audio_features
+    from emo_jax.config import ConfigError
+    from emo_jax.models.vae_codec import VAECodec
+    from emo_jax.sample.sampler import Sampler, check_video_model
+    from emo_jax.video.io import contact_sheet, write_video
+
+    if args.random_init == bool(args.checkpoint):
+        raise ConfigError("pass exactly one of --checkpoint DIR (trained weights) and --random-init (smoke test)")
+    s = config.sample
+    s.steps = args.steps if args.steps is not None else s.steps
+    s.ref_scale = args.ref_scale if args.ref_scale is not None else s.ref_scale
+    s.audio_scale = args.audio_scale if args.audio_scale is not None else s.audio_scale
+    fps = config.data.fps if args.fps is None else args.fps
+    if not fps > 0:
+        raise ConfigError(f"--fps must be positive, got {fps}")
+    seed = config.seed if args.seed is None else args.seed
+    cfg = check_video_model(config)
+    if args.speed is not None and not cfg.unet.speed_attention:
+        raise ConfigError(f"--speed needs a model with speed layers; config variant {config.get('variant')!r} has "
+                          "none (use a stage3 config)")
+
+    image = load_image(args.image)
+    box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image)
+    audio = load_audio(args.audio)
+    num_frames = check_audio_length(audio, fps, args.audio)  # before any model is loaded or compiled
+    encoder, encoder_params, w2v = encoders.audio_encoder(config, random_init=args.random_init)
+    check_audio_length(audio, fps, args.audio, w2v.receptive_field_samples)
+    speed = load_speed(args.speed, num_frames) if cfg.unet.speed_attention else None
+
+    params = random_model_params(config) if args.random_init else restore_model(args.checkpoint, config)
+    sampler = Sampler(config, params)
+    vae_module, vae_params, vae_cfg = encoders.vae(config, random_init=args.random_init)
+    if config.data.size != config.model.latent_size * vae_cfg.downsample_factor:
+        raise ConfigError(f"data.size {config.data.size} must equal model.latent_size {config.model.latent_size} x "
+                          f"the VAE's factor {vae_cfg.downsample_factor}")
+    codec = VAECodec(vae_module, vae_params, chunk=config.model.clip_frames)
+    reference, mask = crop_reference(image, box, config.data.size, sampler.mask_size, s.face_expand)
+    ref = sampler.reference(codec.encode(reference[None]))
+    features = audio_features(audio, fps, encoder, encoder_params, context=cfg.audio_context,
+                              window_seconds=config.audio.window_seconds)
+    assert len(features) == num_frames
+
+    frames = []
+    with tqdm(total=sampler.num_clips(num_frames), unit="clip", desc="emo-generate") as bar:
+        for latents in sampler.stream(ref, features, mask, seed, s.ref_scale, s.audio_scale, speed):
+            frames.append(codec.decode(latents))
+            bar.update(min(s.clips_per_chunk, bar.total - bar.n))
+    video = np.concatenate(frames)
+    write_video(args.out, video, fps, audio=audio)
+    if args.contact_sheet:
+        contact_sheet(video, args.contact_sheet)
+    return f"wrote {args.out}: {len(video)} frames at {fps:g} fps, {len(audio) / 16000:.2f} s of audio, seed {seed}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from emo_jax.config import parse_config_args
+
+    try:
+        config, rest = parse_config_args(argv)
+    except ValueError as e:
+        if "-h" in argv or "--help" in argv:
+            _parser().print_help()
+            return 0
+        print(f"emo-generate: error: {e}", file=sys.stderr)
+        return 2
+    args = _parser().parse_args(rest)
+    try:
+        print(generate(args, config))
+    except ValueError as e:  # ConfigError, AudioError, VideoError and bad inputs all derive from it
+        print(f"emo-generate: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Long-form EMO sampling: DDIM with classifier-free guidance as a lax.scan, clips as a lax.scan, host-side chunks.
+
+One compiled "chunk" program runs `clips_per_chunk` clips; the host calls it again and again, so the compiled
+program and the device memory it needs are the same for one second of audio and for an hour. Each clip:
+  1. motion features: the ReferenceNet on the previous clip's last n latents (first clip: the model's
+     first_clip_motion), once per clip;
+  2. DDIM from fresh noise over (t, t_prev) pairs, each step one batched forward of the guidance passes
+     (separate: uncond / reference-only / reference + audio = 3B; joint: uncond / full = 2B; none: full = B);
+  3. its last n denoised latents become the next clip's motion frames.
+The reference image's ReferenceNet features are computed once per video, outside the chunk program.
+
+Every pass keeps the motion frames and the face mask: guidance contrasts the reference and the audio only,
+and dropping the motion frames in the unconditional pass would break continuity between clips.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from emo_jax.config import ConfigError, model_config
+from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
+from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
+from emo_jax.models.emo import EMO, EMOConfig
+
+GUIDANCE_MODES = ("separate", "joint", "none")
+# (reference kept, audio kept) per pass, in the order the guidance formulas take them.
+_PASSES = {
+    "separate": ((False, False), (True, False), (True, True)),
+    "joint": ((False, False), (True, True)),
+    "none": ((True, True),),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """Everything that shapes the compiled chunk program (changing any of it recompiles)."""
+
+    steps: int
+    spacing: str
+    guidance: str
+    clips_per_chunk: int
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+
+    def __post_init__(self):
+        if self.guidance not in GUIDANCE_MODES:
+            raise ConfigError(f"sample.guidance must be one of {GUIDANCE_MODES}, not {self.guidance!r}")
+        if self.steps < 1:
+            raise ConfigError(f"sample.steps must be at least 1, got {self.steps}")
+        if self.clips_per_chunk < 1:
+            raise ConfigError(f"sample.clips_per_chunk must be at least 1, got {self.clips_per_chunk}")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> SamplerSpec:
+        s, t = config.sample, config.train
+        return cls(steps=s.steps, spacing=s.spacing, guidance=s.guidance, clips_per_chunk=s.clips_per_chunk,
+                   prediction_type=t.prediction_type, zero_terminal_snr=t.zero_terminal_snr)
+
+
+def check_video_model(config: ml_collections.ConfigDict) -> EMOConfig:
+    """The EMOConfig of a config that can generate video (audio and temporal layers), else a ConfigError."""
+    if config.model.mode != "emo":
+        raise ConfigError(f"config variant {config.get('variant')!r} is the plain SD UNet; generation needs an EMO "
+                          "video model such as configs/emo_512.py:stage2 or :stage3")
+    cfg = model_config(config)
+    if not (cfg.unet.audio_attention and cfg.unet.temporal):
+        raise ConfigError(f"config variant {config.get('variant')!r} has no audio/temporal layers; generation needs "
+                          "a video model such as configs/emo_512.py:stage2 or :stage3")
+    if config.model.clip_frames < cfg.motion_frames:
+        raise ConfigError(f"model.clip_frames ({config.model.clip_frames}) must be at least model.motion_frames "
+                          f"({cfg.motion_frames}): a clip's last n frames become the next clip's motion frames")
+    return cfg
+
+
+def _tile(x: jax.Array, times: int) -> jax.Array:
+    """Repeats the whole batch `times` times along axis 0 (pass-major, as the keep flags are laid out)."""
+    return jnp.concatenate([x] * times, axis=0) if times > 1 else x
+
+
+def guided_output(model: EMO, params: Any, mode: str, x_1FHWC: jax.Array, t: jax.Array, cond: dict,
+                  scales_2: jax.Array) -> jax.Array:
+    """One batched forward of all guidance passes, combined; float32 [1, F, h, w, C]."""
+    passes = _PASSES[mode]
+    p = len(passes)
+    keep = np.asarray(passes)
+    ref_keep = None if mode == "none" else jnp.asarray(keep[:, 0])
+    audio_keep = None if mode == "none" else jnp.asarray(keep[:, 1])
+    speed = cond.get("speed_1F")
+    out = model.apply(
+        {"params": params}, _tile(x_1FHWC, p), jnp.full((p,), t, jnp.int32),
+        [_tile(r, p) for r in cond["ref_tokens"]], [_tile(m, p) for m in cond["motion"]],
+        _tile(cond["audio_1FCLD"], p), _tile(cond["face_mask_1HW1"], p),
+        None if speed is None else _tile(speed, p), ref_keep, audio_keep, method=EMO.denoise,
+    ).astype(jnp.float32)
+    if mode == "separate":
+        return separate_guidance(out[0:1], out[1:2], out[2:3], scales_2[0], scales_2[1])
+    if mode == "joint":
+        return joint_guidance(out[0:1], out[1:2], scales_2[0])
+    return out
+
+
+def motion_for_clip(model: EMO, params: Any, ref: dict, previous_1NHWC: jax.Array, is_first: jax.Array) -> list:
+    """Motion-module features for a clip: the first clip's stand-in, else the ReferenceNet on the previous latents."""
+    return jax.lax.cond(
+        is_first,
+        lambda prev: model.apply({"params": params}, ref, None, method=EMO.motion_features),
+        lambda prev: model.apply({"params": params}, ref, prev, method=EMO.motion_features),
+        previous_1NHWC,
+    )
+
+
+def make_denoise_clip(model: EMO, spec: SamplerSpec):
+    """denoise_clip(params, noise, cond, scales) -> x0: the DDIM loop over one clip as a lax.scan."""
+    schedule = make_schedule(prediction_type=spec.prediction_type, rescale_zero_terminal_snr=spec.zero_terminal_snr)
+    t_all, t_prev_all = ddim_step_pairs(ddim_timesteps(schedule, spec.steps, spec.spacing))
+
+    def denoise_clip(params, noise_1FHWC, cond, scales_2):
+        def step(x, pair):
+            t, t_prev = pair
+            out = guided_output(model, params, spec.guidance, x, t, cond, scales_2)
+            return ddim_step(schedule, out, t, t_prev, x), None
+
+        x, _ = jax.lax.scan(step, noise_1FHWC, (t_all, t_prev_all))
+        return x
+
+    return denoise_clip
+
+
+def clip_noise(key: jax.Array, clip_index: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Initial noise of clip `clip_index`, keyed by its index so it does not depend on how clips are chunked."""
+    return jax.random.normal(jax.random.fold_in(key, clip_index), shape, jnp.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def chunk_program(cfg: EMOConfig, spec: SamplerSpec, latent_shape: tuple[int, int, int]):
+    """The jitted chunk program for a model and sampler spec (cached, so every caller shares its compilations).
+
+    run(params, ref, carry, audio_KFCLD, speed_KF, face_mask_1HW1, scales_2) -> (carry, latents_KFhwC), with
+    carry = (last n latents [1, n, h, w, C], RNG key, index of the next clip).
+    """
+    model = EMO(cfg)
+    denoise_clip = make_denoise_clip(model, spec)
+    n = cfg.motion_frames
+
+    def run(params, ref, carry, audio_KFCLD, speed_KF, face_mask_1HW1, scales_2):
+        def clip(carry, per_clip):
+            previous, key, index = carry
+            audio_FCLD, speed_F = per_clip
+            cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": face_mask_1HW1,
+                    "motion": motion_for_clip(model, params, ref, previous, index == 0)}
+            if speed_F is not None:
+                cond["speed_1F"] = speed_F[None]
+            noise = clip_noise(key, index, (1, audio_FCLD.shape[0]) + latent_shape)
+            x0 = denoise_clip(params, noise, cond, scales_2)
+            return (x0[:, -n:], key, index + 1), x0[0]
+
+        return jax.lax.scan(clip, carry, (audio_KFCLD, speed_KF))
+
+    return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=8)
+def reference_program(cfg: EMOConfig):
+    """Jitted ReferenceNet features of the reference latent [1, h, w, C] (run once per video)."""
+    model = EMO(cfg)
+    return jax.jit(lambda params, latent: model.apply({"params": params}, latent, method=EMO.reference_features))
+
+
+class Sampler:
+    """Generates the latents of a whole video, chunk by chunk, with one compiled program for any length."""
+
+    def __init__(self, config: ml_collections.ConfigDict, params: Any, spec: SamplerSpec | None = None):
+        self.cfg = check_video_model(config)
+        self.spec = spec or SamplerSpec.from_config(config)
+        # Host arrays (a restored checkpoint) move to the device once here, not again with every chunk call.
+        self.params = jax.tree.map(lambda a: jax.device_put(a) if isinstance(a, np.ndarray) else a, params)
+        self.clip_frames = config.model.clip_frames
+        size = config.model.latent_size
+        self.latent_shape = (size, size, self.cfg.unet.in_channels)
+        self.mask_size = size * 2 ** (len(self.cfg.face_locator_channels) - 1)
+        self.program = chunk_program(self.cfg, self.spec, self.latent_shape)
+        self.last_call_args: tuple | None = None  # abstract arguments of the last chunk call (for memory planning)
+
+    def num_clips(self, num_frames: int) -> int:
+        return -(-num_frames // self.clip_frames)
+
+    def reference(self, ref_latent_1HWC: np.ndarray) -> dict:
+        """ReferenceNet features of the reference latent; computed once and reused by every clip."""
+        return reference_program(self.cfg)(self.params, jnp.asarray(ref_latent_1HWC, jnp.float32))
+
+    def _chunks(self, audio_TCLD: np.ndarray, speed_T: np.ndarray | None) -> Iterator[tuple[np.ndarray, Any, int]]:
+        """(audio [K, f, ...], speed [K, f] or None, real frames) per chunk; the last one zero-padded."""
+        f, k = self.clip_frames, self.spec.clips_per_chunk
+        total = len(audio_TCLD)
+        per_chunk = f * k
+        for start in range(0, total, per_chunk):
+            real = min(per_chunk, total - start)
+            pad = per_chunk - real
+            audio = audio_TCLD[start:start + per_chunk]
+            audio = np.concatenate([audio, np.zeros((pad,) + audio.shape[1:], audio.dtype)])
+            speed = None
+            if speed_T is not None:
+                # Padded frames repeat the last speed: the speed encoder reads neighbours, so a jump would leak.
+                speed = np.concatenate([speed_T[start:start + per_chunk], np.full(pad, speed_T[start + real - 1])])
+                speed = speed.reshape(k, f).astype(np.float32)
+            yield audio.reshape((k, f) + audio.shape[1:]).astype(np.float32), speed, real
+
+    def stream(self, ref: dict, audio_TCLD: np.ndarray, face_mask_HW: np.ndarray, seed: int,
+               ref_scale: float, audio_scale: float, speed_T: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Yields float32 latents [frames, h, w, C] chunk by chunk; len(audio_TCLD) frames in all.
+
+        audio_TCLD: per-frame audio features [T, 2m+1, L, D]; face_mask_HW: {0, 1} mask at the face locator's
+        resolution; speed_T: per-frame head speed (models with speed layers only).
+        """
+        total = len(audio_TCLD)
+        if total == 0:
+            raise ValueError("no audio frames to generate; the audio is shorter than one video frame")
+        if speed_T is not None and not self.cfg.unet.speed_attention:
+            raise ValueError("a speed was given but this model has no speed layers (model.unet.speed_attention); "
+                             "use a stage3 config or drop the speed")
+        if self.cfg.unet.speed_attention and (speed_T is None or len(speed_T) != total):
+            raise ValueError(f"this model has speed layers: pass {total} per-frame speeds, got "
+                             f"{None if speed_T is None else len(speed_T)}")
+        if face_mask_HW.shape != (self.mask_size, self.mask_size):
+            raise ValueError(f"face mask has shape {face_mask_HW.shape}, expected {(self.mask_size,) * 2}")
+        if self.spec.guidance == "joint" and ref_scale != audio_scale:
+            raise ValueError(f"joint guidance has one scale but ref_scale={ref_scale} and audio_scale={audio_scale}; "
+                             "set them equal or use --config.sample.guidance separate")
+        n = self.cfg.motion_frames
+        carry = (jnp.zeros((1, n) + self.latent_shape, jnp.float32), jax.random.PRNGKey(seed), jnp.int32(0))
+        mask = jnp.asarray(face_mask_HW, jnp.float32)[None, :, :, None]
+        scales = jnp.asarray([ref_scale, audio_scale], jnp.float32)
+        pending = None
+        for audio, speed, real in self._chunks(np.asarray(audio_TCLD), speed_T):
+            args = (self.params, ref, carry, audio, speed, mask, scales)
+            self.last_call_args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), args)
+            carry, latents = self.program(*args)
+            # The device starts on this chunk while the host copies out (and the caller decodes) the previous one.
+            if pending is not None:
+                yield _host_frames(*pending)
+            pending = (latents, real)
+        yield _host_frames(*pending)
+
+    def sample(self, *args, **kwargs) -> np.ndarray:
+        """All latents [T, h, w, C] at once (arguments as for `stream`)."""
+        return np.concatenate(list(self.stream(*args, **kwargs)))
+
+
+def _host_frames(latents_KFhwC: jax.Array, real: int) -> np.ndarray:
+    latents = np.asarray(latents_KFhwC)
+    return latents.reshape((-1,) + latents.shape[2:])[:real]

@@ -1,0 +1,124 @@
+"""emo-generate end to end with --random-init on a drawn face and a generated wav; its input errors."""
+import json
+import wave
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from emo_jax.config import ConfigError, load_config
+from emo_jax.sample.generate import crop_reference, detect_face, load_image, load_speed, main, restore_model
+from emo_jax.video.io import read_video, video_info
+from tests.data_pipeline.synthetic_videos import draw_face
+
+SR = 16000
+TINY = ["--config", "configs/tiny.py:stage2"]
+
+
+def _wav(path, seconds):
+    t = np.arange(round(seconds * SR)) / SR
+    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(samples.tobytes())
+    return str(path)
+
+
+def _image(path, face=True):
+    image = np.full((96, 128, 3), 90, np.uint8)  # landscape, so the square crop has to pick a window
+    if face:
+        draw_face(image, 80, 48, 20)
+    Image.fromarray(image).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("generate")
+    # 0.45 s at the tiny config's 25 fps: 11.25 -> 11 frames, not a multiple of its 4-frame clips.
+    return folder, _image(folder / "face.png"), _image(folder / "blank.png", face=False), _wav(folder / "a.wav", 0.45)
+
+
+def test_cli_writes_exact_length_video_with_audio_reproducibly(inputs, capsys):
+    folder, face, _, audio = inputs
+    # The second run passes the box the first one detects: the same inputs by the other route, same seed.
+    box = ",".join(str(int(v)) for v in detect_face(load_image(face), face))
+    runs = {}
+    for name, extra in [("detected", []), ("boxed", ["--face-box", box])]:
+        out, sheet = str(folder / f"{name}.mp4"), str(folder / f"{name}.png")
+        assert main(TINY + ["--random-init", "--image", face, "--audio", audio, "--out", out, "--seed", "3",
+                            "--contact-sheet", sheet] + extra) == 0, capsys.readouterr().err
+        runs[name], _ = read_video(out)
+        info = video_info(out)
+        assert info.frames == 11 and info.fps == pytest.approx(25.0)
+        assert (info.width, info.height) == (32, 32)
+        assert abs(info.audio_duration - 11 / 25) < 1 / 25
+        assert Image.open(sheet).size == (8 * 32, 2 * 32)  # 11 frames, 8 per row
+    assert "wrote" in capsys.readouterr().out
+    assert runs["detected"].shape == (11, 32, 32, 3) and runs["detected"].std() > 1
+    np.testing.assert_array_equal(runs["detected"], runs["boxed"])  # same seed, same video, bit for bit
+
+
+def test_no_face_without_face_box_names_the_image(inputs, capsys):
+    folder, _, blank, audio = inputs
+    assert main(TINY + ["--random-init", "--image", blank, "--audio", audio, "--out", str(folder / "x.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "no face found" in err and blank in err and "--face-box" in err
+
+
+def test_audio_shorter_than_a_frame_names_the_audio(inputs, capsys):
+    folder, face, _, _ = inputs
+    short = _wav(folder / "short.wav", 0.01)  # 10 ms: a quarter of a 25 fps frame
+    assert main(TINY + ["--random-init", "--image", face, "--audio", short, "--out", str(folder / "y.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert short in err and "shorter than one video frame" in err
+
+
+def test_bad_face_box_and_missing_weights_are_clear(inputs, capsys):
+    folder, face, _, audio = inputs
+    common = TINY + ["--image", face, "--audio", audio, "--out", str(folder / "z.mp4")]
+    assert main(common + ["--random-init", "--face-box", "10,10,5"]) == 2
+    assert "x0,y0,x1,y1" in capsys.readouterr().err
+    assert main(common) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert main(common + ["--random-init", "--speed", "1.0"]) == 2  # stage2 has no speed layers
+    assert "stage3" in capsys.readouterr().err
+
+
+def test_reference_crop_centres_the_face_and_grows_the_mask():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[40:60, 150:170] = 255  # the "face"
+    reference, mask = crop_reference(image, np.array([150, 40, 170, 60], np.float32), 50, 50, expand=2.0)
+    assert reference.shape == (50, 50, 3)
+    # The 100 px square crop is x 100..200 (the face at 160 is pushed against the right border): the face lands
+    # at x 25..35, y 20..30 of the 50 px reference, and the doubled box covers x 20..40, y 15..35.
+    assert reference[25, 30].min() > 200 and reference[25, 10].max() == 0
+    ys, xs = np.nonzero(mask)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (20, 39, 15, 34)
+
+
+def test_speed_is_a_number_or_a_per_frame_curve(tmp_path):
+    np.testing.assert_array_equal(load_speed("2.5", 3), [2.5, 2.5, 2.5])
+    np.save(tmp_path / "s.npy", np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(load_speed(str(tmp_path / "s.npy"), 4), [0, 1, 2, 3])  # longer curves are cut
+    (tmp_path / "s.txt").write_text("0.5\n1.5\n")
+    with pytest.raises(ValueError, match="give at least 3 finite values"):
+        load_speed(str(tmp_path / "s.txt"), 3)
+    with pytest.raises(ValueError, match="neither a number nor"):
+        load_speed("fast", 3)
+
+
+def test_checkpoint_must_hold_the_configs_model(monkeypatch):
+    import emo_jax.train.checkpoint as checkpoint
+
+    config = load_config("configs/tiny.py:stage2")
+    # What the trainer's checkpoint gives back: the config through JSON, so its tuples are lists.
+    stored = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
+    monkeypatch.setattr(checkpoint, "restore_params", lambda folder, step=None, use_ema=True: (stored, {"w": 1}))
+    assert restore_model("run", config) == {"w": 1}
+    config.model.clip_frames = 8
+    with pytest.raises(ConfigError, match="model.clip_frames differ"):
+        restore_model("run", config)

@@ -1,0 +1,165 @@
+"""The long-form sampler on the tiny config: one compiled program for any length, exact frame counts, guidance,
+ReferenceNet calls per clip (not per step), and seeding."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from emo_jax.config import load_config
+from emo_jax.models.unet import UNet
+from emo_jax.sample.generate import random_model_params
+from emo_jax.sample.sampler import Sampler
+from tests.helpers import rel_err
+
+ONE_CLIP, FIVE_CLIPS = 3, 19  # frames; tiny clips have 4, so neither is a multiple of a clip
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = load_config("configs/tiny.py:stage2")
+    params = random_model_params(config)
+    # Give the zero-initialised layers (audio attention, motion modules, face locator output) values, so that
+    # audio, motion frames and guidance scales can change the result.
+    flat = traverse_util.flatten_dict(params)
+    rng = np.random.default_rng(0)
+    for path, value in flat.items():
+        if not np.any(np.asarray(value)):
+            flat[path] = 0.05 * rng.standard_normal(value.shape).astype(np.float32)
+    params = traverse_util.unflatten_dict(flat)
+    sampler = Sampler(config, params)
+    m = config.model
+    ref = sampler.reference(rng.standard_normal((1, m.latent_size, m.latent_size, 4)).astype(np.float32))
+    audio = rng.standard_normal((FIVE_CLIPS, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim))
+    mask = np.zeros((sampler.mask_size,) * 2, np.float32)
+    mask[8:24, 6:26] = 1
+    return config, params, sampler, ref, audio.astype(np.float32), mask
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active."""
+
+    def __enter__(self):
+        self.count = 0
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def _listen(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __exit__(self, *exc):
+        jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def _run(sampler, ref, audio, mask, seed=0, ref_scale=3.5, audio_scale=3.5):
+    chunks = list(sampler.stream(ref, audio, mask, seed, ref_scale, audio_scale))
+    return np.concatenate(chunks), len(chunks)
+
+
+def _memory(sampler):
+    compiled = sampler.program.lower(*sampler.last_call_args).compile()
+    stats = compiled.memory_analysis()
+    return tuple(getattr(stats, k) for k in dir(stats) if k.endswith("_in_bytes"))
+
+
+@pytest.fixture(scope="module")
+def long_and_short(setup):
+    _, _, sampler, ref, audio, mask = setup
+    short, short_chunks = _run(sampler, ref, audio[:ONE_CLIP], mask)  # compiles the chunk program
+    short_memory = _memory(sampler)
+    with CompileCounter() as compiles:
+        long, long_chunks = _run(sampler, ref, audio, mask)
+    return short, short_chunks, short_memory, long, long_chunks, _memory(sampler), compiles.count
+
+
+def test_any_length_runs_the_same_compiled_program_in_the_same_memory(long_and_short):
+    short, short_chunks, short_memory, long, long_chunks, long_memory, compiles = long_and_short
+    assert compiles == 0
+    assert short_memory == long_memory and len(short_memory) >= 3 and max(short_memory) > 0
+    assert (short_chunks, long_chunks) == (1, 3)  # 5 clips at 2 clips per chunk stream out in 3 calls
+
+
+def test_exactly_one_latent_per_audio_frame(long_and_short, setup):
+    short, _, _, long, _, _, _ = long_and_short
+    m = setup[0].model
+    assert short.shape == (ONE_CLIP, m.latent_size, m.latent_size, 4)
+    assert long.shape == (FIVE_CLIPS, m.latent_size, m.latent_size, 4)
+    assert np.isfinite(long).all() and long.std() > 0.1
+    # Later clips are not copies of the first: each has its own noise and audio.
+    assert rel_err(long[4:8], long[:4]) > 0.1
+
+
+def test_same_seed_same_latents_bit_for_bit_and_another_seed_differs(long_and_short, setup):
+    _, _, sampler, ref, audio, mask = setup
+    again, _ = _run(sampler, ref, audio[:ONE_CLIP], mask, seed=0)
+    np.testing.assert_array_equal(again, long_and_short[0])
+    other, _ = _run(sampler, ref, audio[:ONE_CLIP], mask, seed=1)
+    assert rel_err(other, again) > 0.1
+
+
+def test_scales_change_the_output_without_recompiling(long_and_short, setup):
+    _, _, sampler, ref, audio, mask = setup
+    short = audio[:ONE_CLIP]
+    with CompileCounter() as compiles:
+        base, _ = _run(sampler, ref, short, mask, ref_scale=1.0, audio_scale=1.0)
+        more_ref, _ = _run(sampler, ref, short, mask, ref_scale=2.0, audio_scale=1.0)
+        more_audio, _ = _run(sampler, ref, short, mask, ref_scale=1.0, audio_scale=2.0)
+    assert compiles.count == 0
+    assert rel_err(more_ref, base) > 1e-3 and rel_err(more_audio, base) > 1e-3
+    # The audio changes the result at all (the audio layers are alive).
+    silent, _ = _run(sampler, ref, np.zeros_like(short), mask, ref_scale=1.0, audio_scale=1.0)
+    assert rel_err(silent, base) > 1e-3
+
+
+def test_unit_scales_equal_one_conditional_pass_and_referencenet_runs_once_per_clip(setup):
+    config, params, sampler, ref, audio, mask = setup
+    one_pass = Sampler(config, params, dataclasses.replace(sampler.spec, guidance="none"))
+    calls = {"reference_net": 0, "backbone": 0}
+
+    def count_unet_calls(next_fun, args, kwargs, context):
+        # Traced into the program as a host callback, so it counts executions, not traces.
+        if isinstance(context.module, UNet) and context.method_name == "__call__":
+            name = context.module.name
+            jax.debug.callback(lambda: calls.__setitem__(name, calls[name] + 1))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(count_unet_calls):
+        conditional, _ = _run(one_pass, ref, audio, mask, ref_scale=1.0, audio_scale=1.0)
+    jax.effects_barrier()
+    clips = -(-FIVE_CLIPS // config.model.clip_frames)
+    padded_clips = -(-clips // sampler.spec.clips_per_chunk) * sampler.spec.clips_per_chunk
+    # Motion frames of every clip but the first (which uses zeros); the reference itself is encoded outside.
+    assert calls["reference_net"] == padded_clips - 1
+    assert calls["backbone"] == padded_clips * config.sample.steps
+    guided, _ = _run(sampler, ref, audio, mask, ref_scale=1.0, audio_scale=1.0)
+    assert rel_err(guided, conditional) < 1e-4
+
+
+def test_joint_guidance_needs_equal_scales(setup):
+    config, params, sampler, ref, audio, mask = setup
+    joint = Sampler(config, params, dataclasses.replace(sampler.spec, guidance="joint"))
+    with pytest.raises(ValueError, match="joint guidance has one scale"):
+        _run(joint, ref, audio, mask, ref_scale=2.0, audio_scale=3.0)
+
+
+def test_speed_models_get_per_frame_speeds_through_the_chunk_program():
+    config = load_config("configs/tiny.py:stage3")
+    params = jax.eval_shape(lambda: random_model_params(config))  # traced only: nothing compiles or runs
+    sampler = Sampler(config, params)
+    m, k, f = config.model, config.sample.clips_per_chunk, config.model.clip_frames
+    ref = jax.eval_shape(sampler.reference, jax.ShapeDtypeStruct((1, m.latent_size, m.latent_size, 4), np.float32))
+    carry = (jax.ShapeDtypeStruct((1, m.motion_frames, m.latent_size, m.latent_size, 4), np.float32),
+             jax.eval_shape(lambda: jax.random.PRNGKey(0)), jax.ShapeDtypeStruct((), np.int32))
+    audio = jax.ShapeDtypeStruct((k, f, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim), np.float32)
+    # The model checks inside denoise that a speed model receives per-frame speeds of the clip's shape.
+    _, latents = jax.eval_shape(sampler.program, params, ref, carry, audio, jax.ShapeDtypeStruct((k, f), np.float32),
+                                jax.ShapeDtypeStruct((1, sampler.mask_size, sampler.mask_size, 1), np.float32),
+                                jax.ShapeDtypeStruct((2,), np.float32))
+    assert latents.shape == (k, f, m.latent_size, m.latent_size, 4)
+    features = np.zeros((5,) + audio.shape[2:], np.float32)
+    mask = np.zeros((sampler.mask_size,) * 2, np.float32)
+    with pytest.raises(ValueError, match="pass 5 per-frame speeds"):
+        next(sampler.stream(ref, features, mask, 0, 1.0, 1.0, speed_T=np.ones(3, np.float32)))
