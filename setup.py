@@ -39,7 +39,10 @@ setup(
             "emo-summary=emo_jax.cli.summary:main",
             "emo-audio-features=emo_jax.cli.audio_features:main",
             "emo-prepare=data_pipeline.prepare:main",
+            "emo-train=emo_jax.train.train:main",
+            "emo-generate=emo_jax.sample.generate:main",
             "emo-export=emo_jax.cli.export:main",
+            "emo-demo=emo_jax.demo.run:main",
         ],
     },
 )

@@ -1,0 +1,79 @@
+"""Paper-scale train steps compiled ahead of time for TPU slices on this (CPU) host: the scale-plan table.
+
+    python benchmarks/compile_plan.py [--only NAME ...] [--out benchmarks/results/compile_plan.json]
+
+Each row compiles the full emo_512 train step (remat on, bf16 compute, fp32 master weights, donated state)
+for one topology and mesh, and records XLA's per-chip memory, FLOPs and step-time estimate. Rows already in
+the output file are kept, so the table can be filled in over several runs (each compile takes minutes).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from emo_jax.config import load_config  # noqa: E402
+from emo_jax.plan import plan  # noqa: E402
+
+# name: (variant, topology, global batch, mesh data, fsdp, tensor). Stage 1 trains on single frames (the paper's
+# batch 48 and larger); stages 2/3 on 4 + 12 frames at 512^2, one clip per chip per step.
+ROWS = {
+    "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1),
+    "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 16, 2, 1),
+    "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4),
+    "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4),
+    "stage2-v5p-64-b32": ("stage2", "v5p-64", 32, 8, 4, 1),
+    "stage2-v5p-128-b64": ("stage2", "v5p-128", 64, 16, 4, 1),
+    "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 8, 8, 1),
+    "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", nargs="*", help=f"row names (default all): {sorted(ROWS)}")
+    # pallas_tpu cannot be used at SD1.5 widths: its flash kernel needs head_dim <= 128 or a multiple of 128, and
+    # the two deepest levels have 160. The query-chunked XLA attention bounds the score memory instead.
+    p.add_argument("--attention", default="chunked", help="model.unet.attention_impl for the compiles")
+    p.add_argument("--out", default="benchmarks/results/compile_plan.json")
+    args = p.parse_args(argv)
+    results = {}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = json.load(f)
+    for name in args.only or ROWS:
+        variant, topology, batch, data, fsdp, tensor = ROWS[name]
+        config = load_config(f"configs/emo_512.py:{variant}")
+        config.train.batch_size = batch
+        config.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
+        config.model.unet.attention_impl = args.attention
+        start = time.time()
+        try:
+            row = plan(config, topology)
+        except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
+            row = {"topology": topology, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+        row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
+        results[name] = row
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(results, f, indent=2)
+        os.replace(args.out + ".tmp", args.out)
+        print(f"{name}: {json.dumps(row)}", flush=True)
+    print(f"\n{'row':<22}{'fits':>6}{'GiB/chip':>10}{'TFLOP/chip':>12}{'floor ms':>10}{'XLA ms':>10}{'ex/s':>8}")
+    for name, r in results.items():
+        if "error" in r:
+            print(f"{name:<22}  error: {r['error'][:60]}")
+            continue
+        est = r["estimated_step_seconds"]
+        print(f"{name:<22}{'yes' if r['fits'] else 'NO':>6}{r['hbm_per_chip_bytes'] / 2**30:>10.1f}"
+              f"{r['flops_per_step'] / 1e12:>12.2f}{r['flops_floor_seconds'] * 1e3:>10.1f}"
+              f"{(est or 0) * 1e3:>10.1f}{(r['examples_per_second'] or 0):>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""emo-compile: compile the train step ahead of time for a TPU slice and report per-chip memory and speed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from emo_jax.config import ConfigError, parse_config_args
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config, rest = parse_config_args(argv)
+    except ConfigError as e:
+        print(f"emo-compile: {e}", file=sys.stderr)
+        return 2
+    p = argparse.ArgumentParser(prog="emo-compile", description=__doc__)
+    p.add_argument("--topology", required=True, help="v4-N, v5e-N (v5litepod-N), v5p-N, v6e-N, or a grid v5e:4x4")
+    p.add_argument("--global-batch", type=int, help="overrides config.train.batch_size")
+    p.add_argument("--json", help="write the report to this file")
+    args = p.parse_args(rest)
+    if args.global_batch:
+        config.train.batch_size = args.global_batch
+    from emo_jax.plan import plan
+
+    try:
+        result = plan(config, args.topology)
+    except ValueError as e:
+        print(f"emo-compile: {e}", file=sys.stderr)
+        return 2
+    rows = [
+        ("topology", f"{result['topology']} ({result['chips']} {result['chip']} chips)"),
+        ("mesh", " x ".join(f"{k} {v}" for k, v in result["mesh"].items())),
+        ("global batch", result["global_batch"]),
+        ("arguments / chip", _gib(result["arguments_bytes"])),
+        ("temporaries / chip", _gib(result["temporaries_bytes"])),
+        ("outputs / chip", _gib(result["outputs_bytes"])),
+        ("total / chip", f"{_gib(result['hbm_per_chip_bytes'])} of {_gib(result['hbm_capacity_bytes'])}"),
+        ("fits", "yes" if result["fits"] else "NO"),
+        ("FLOPs / step / chip", f"{result['flops_per_step']:.3e}"),
+        ("FLOPs floor", f"{result['flops_floor_seconds'] * 1e3:.1f} ms"),
+        ("XLA estimate", f"{result['estimated_step_seconds'] * 1e3:.1f} ms" if result["estimated_step_seconds"]
+                         else "none (XLA gave no estimate)"),
+        ("examples / s", f"{result['examples_per_second']:.2f}" if result["examples_per_second"] else "n/a"),
+    ]
+    for name, value in rows:
+        print(f"{name:<22}{value}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

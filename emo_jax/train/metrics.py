@@ -1,0 +1,69 @@
+"""Training metrics: TensorBoard event files and a metrics.jsonl in the workdir, and a console progress line."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class MetricsWriter:
+    """Averages per-step metrics over train.log_every steps and writes them (process 0 only writes)."""
+
+    def __init__(self, workdir: str, total_steps: int, global_batch: int, every: int, enabled: bool = True):
+        if every < 1:
+            raise ValueError(f"train.log_every must be >= 1, got {every}")
+        self.total_steps, self.global_batch, self.every, self.enabled = total_steps, global_batch, every, enabled
+        self._losses, self._grad_norms, self._since = [], [], None
+        self._writer, self._jsonl = None, None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(workdir, exist_ok=True)
+            self._writer = SummaryWriter(logdir=workdir)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+
+    def start(self, step: int) -> None:
+        """Marks the time and step the speed measurement counts from (after compilation, say)."""
+        self._since = (time.perf_counter(), step)
+
+    def record(self, metrics: dict) -> None:
+        """Takes one step's host metrics (from the train step) and writes a summary every `every` steps."""
+        step = int(metrics["step"])
+        if bool(metrics["finite"]):
+            self._losses.append(float(metrics["loss"]))
+            self._grad_norms.append(float(metrics["grad_norm"]))
+        if step % self.every and step != self.total_steps:
+            return
+        now = time.perf_counter()
+        since_time, since_step = self._since or (now, step)
+        steps_per_s = (step - since_step) / (now - since_time) if now > since_time else 0.0
+        summary = {
+            "step": step,
+            "loss": float(np.mean(self._losses)) if self._losses else float("nan"),
+            "grad_norm": float(np.mean(self._grad_norms)) if self._grad_norms else float("nan"),
+            "lr": float(metrics["lr"]),
+            "steps_per_s": steps_per_s,
+            "examples_per_s": steps_per_s * self.global_batch,
+            "skipped": int(metrics["skipped"]),
+        }
+        self._losses, self._grad_norms, self._since = [], [], (now, step)
+        if not self.enabled:
+            return
+        for name, value in summary.items():
+            if name != "step":
+                self._writer.add_scalar(f"train/{name}", value, step)
+        self._jsonl.write(json.dumps(summary) + "\n")
+        self._jsonl.flush()
+        log.info("step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.2f steps/s | %.1f examples/s%s", step,
+                 self.total_steps, summary["loss"], summary["lr"], summary["grad_norm"], steps_per_s,
+                 summary["examples_per_s"], f" | skipped {summary['skipped']}" if summary["skipped"] else "")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._writer.close()
+            self._jsonl.close()

@@ -1,0 +1,268 @@
+"""emo-train: one EMO training stage on any mesh, from one process or many.
+
+    emo-train --config configs/emo_512.py:stage2 --workdir runs/s2 [--config.train.lr 2e-5 ...]
+
+Sections of `train` read top to bottom: mesh, data, state (fresh or restored), encoders, compiled step, loop,
+saves. A run restarted with the same --workdir resumes from its latest checkpoint, data position included.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from typing import Sequence
+
+import flax.linen as nn
+import grain
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from data_pipeline.loader import LoaderConfig, make_dataset, shard_paths, shard_records
+from emo_jax import encoders
+from emo_jax.config import ConfigError, parse_config_args
+from emo_jax.sharding import batch_sharding, make_mesh, replicated
+from emo_jax.train.checkpoint import Checkpointer, restore_params
+from emo_jax.train.metrics import MetricsWriter
+from emo_jax.train.state import StateFactory, TrainState
+from emo_jax.train.step import Encoders, make_train_step, target_latents_key
+
+log = logging.getLogger("emo_jax.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """train.max_bad_steps steps in a row had a non-finite loss or gradient."""
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """Joins the processes of a multi-host run; a single-host run needs nothing.
+
+    Explicit flags win; otherwise a TPU pod slice or a SLURM job with several tasks is detected by
+    jax.distributed.initialize() itself (it reads the TPU metadata or the SLURM environment).
+    """
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit):
+        if any(v is None for v in explicit):
+            raise ConfigError("--coordinator, --num-processes and --process-id go together; pass all three")
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
+        jax.distributed.initialize()
+
+
+class StopRequest:
+    """Turns SIGTERM (a preemption notice) into a flag the loop checks between steps, agreed on by all processes."""
+
+    def __init__(self):
+        self._requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self._requested = True
+
+    def requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self._requested
+        from jax.experimental import multihost_utils
+
+        # Processes receive the signal at different moments; all of them must stop (and save) at one step.
+        return bool(np.any(multihost_utils.process_allgather(np.int32(self._requested))))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def training_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
+    """This process's share of the prepared shards at config.data.path, batched to its part of the batch."""
+    if not config.data.path:
+        raise ConfigError("config.data.path is empty: pass --config.data.path FOLDER (an emo-prepare --output)")
+    m, t = config.model, config.train
+    loader = LoaderConfig(stage=t.stage, batch_size=local_batch_size(config), seed=config.seed,
+                          num_motion=m.motion_frames, num_target=m.clip_frames,
+                          reference_margin=config.data.reference_margin, context_frames=m.audio.context,
+                          worker_count=config.data.workers)
+    return make_dataset(shard_records(shard_paths(config.data.path)), loader, jax.process_index(), jax.process_count())
+
+
+def local_batch_size(config: ml_collections.ConfigDict) -> int:
+    batch, processes = config.train.batch_size, jax.process_count()
+    if batch % processes:
+        raise ConfigError(f"train.batch_size {batch} does not divide over {processes} processes; make it a multiple")
+    return batch // processes
+
+
+def global_batch(batch: dict, mesh, keys: Sequence[str]) -> dict:
+    """Process-local numpy batches -> global arrays sharded over the mesh's batch axes."""
+    return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(batch[k])), np.asarray(batch[k]))
+            for k in keys}
+
+
+def used_keys(config: ml_collections.ConfigDict, batch: dict) -> list[str]:
+    """The batch entries the step reads: precomputed latents/features where present, else frames/audio."""
+    stage = config.train.stage
+    pairs = [(target_latents_key(stage), "target"), ("reference_latent", "reference")]
+    if stage >= 2:
+        pairs += [("motion_latents", "motion"), ("audio_features", "audio")]
+    keys = [pre if pre in batch else raw for pre, raw in pairs] + ["face_mask"]
+    keys += ["speed"] if stage == 3 else []
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(f"the batches lack {missing} (they have {sorted(batch)}); was the data prepared for "
+                         f"stage {stage}?")
+    return keys
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+def load_encoders(config: ml_collections.ConfigDict, keys: Sequence[str], random_init: bool) -> tuple[Encoders, dict]:
+    """The frozen encoders the batches need (none when latents and audio features come precomputed)."""
+    vae_module = audio_module = vae_params = audio_params = None
+    scaling = config.vae.scaling_factor if config.get("vae") is not None else 0.18215
+    if any(k in keys for k in ("target", "reference", "motion")):
+        vae_module, vae_params, _ = encoders.vae(config, random_init=random_init)
+    if "audio" in keys:
+        audio_module, audio_params, _ = encoders.audio_encoder(config, random_init=random_init)
+    return Encoders(vae_module, audio_module, scaling), {"vae": vae_params, "audio": audio_params}
+
+
+def initial_params(config: ml_collections.ConfigDict, params: dict) -> dict:
+    """Fresh params with SD1.5 (config.init.sd_path) and/or a previous stage's checkpoint (init.previous_stage).
+
+    SD1.5's UNet goes into both the ReferenceNet and the backbone; a previous stage then overrides every
+    parameter it has with the same path and shape, and layers new in this stage keep their fresh values.
+    """
+    i = config.init
+    if i.sd_path:
+        from emo_jax.interop.sd_unet import import_unet_params, load_unet_state
+
+        state, source = load_unet_state(i.sd_path)
+        for name in ("reference_net", "backbone"):
+            params[name], _ = import_unet_params(params[name], state, source, what=name)
+    if i.previous_stage:
+        # The previous stage's trained weights, not its EMA: Hallo and AnimateAnyone continue from these.
+        _, previous = restore_params(i.previous_stage, use_ema=False)
+        flat, old = traverse_util.flatten_dict(params), traverse_util.flatten_dict(previous)
+        taken = {k: v for k, v in old.items() if k in flat and np.shape(flat[k]) == np.shape(v)}
+        flat.update(taken)
+        log.info("took %d of %d parameters from %s; %d are new in stage %d", len(taken), len(flat),
+                 i.previous_stage, len(flat) - len(taken), config.train.stage)
+        params = traverse_util.unflatten_dict(flat)
+    return params
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDataset | None = None,
+          random_init_encoders: bool = False) -> TrainState:
+    """Runs (or resumes) training to config.train.steps; `dataset` replaces the prepared shards (per process)."""
+    t = config.train
+    # Mesh.
+    mesh = make_mesh(config.mesh.shape)
+    batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    if t.batch_size % batch_ways:
+        raise ConfigError(f"train.batch_size {t.batch_size} must be a multiple of mesh data x fsdp = {batch_ways}")
+    # Data: every process reads only its own shard of the segments.
+    iterator = iter(dataset if dataset is not None else training_dataset(config))
+    # State: restored from the workdir, or created on the mesh and filled from SD1.5 / the previous stage.
+    factory = StateFactory(config, mesh)
+    checkpoints = Checkpointer(workdir, config)
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(factory.abstract_with_shardings(), iterator)
+    else:
+        state = factory.create(config.seed)
+        if config.init.sd_path or config.init.previous_stage:
+            state = factory.with_params(state, initial_params(config, factory.host_params(state)))
+    step = int(jax.device_get(state.step))
+    # Encoders and the compiled step, chosen by what the batches carry.
+    first = next(iterator)
+    keys = used_keys(config, first)
+    encs, frozen = load_encoders(config, keys, random_init_encoders)
+    frozen = jax.device_put(jax.device_get(frozen), replicated(mesh))
+    train_step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs),
+                         donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh)))
+    # Loop. Metrics of step s are read after step s + 1 is dispatched, so the host never idles the devices.
+    writer = MetricsWriter(workdir, t.steps, t.batch_size, t.log_every, enabled=jax.process_index() == 0)
+    stop = StopRequest()
+    pending, batch = None, first
+    try:
+        with mesh, nn.logical_axis_rules(config.mesh.rules):
+            while step < t.steps:
+                # Here the iterator has yielded exactly `step` batches (bar the one in hand), so a checkpoint
+                # taken after the step below records the data position that belongs to its state.
+                batch = batch if batch is not None else next(iterator)
+                state, metrics = train_step(state, frozen, global_batch(batch, mesh, keys))
+                batch, step = None, step + 1
+                if pending is None:
+                    writer.start(step)  # the first call compiled; speed counts from here
+                else:
+                    _check(pending, writer, t.max_bad_steps)
+                pending = metrics
+                if step % t.checkpoint_every == 0:
+                    checkpoints.save(state, iterator)
+                if stop.requested():
+                    log.info("SIGTERM: saving step %d and exiting", step)
+                    checkpoints.save(state, iterator, force=True)
+                    break
+            if pending is not None:
+                _check(pending, writer, t.max_bad_steps)
+            if step >= t.steps:
+                checkpoints.save(state, iterator, force=True)
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+        writer.close()
+        stop.restore()
+    return state
+
+
+def _check(metrics: dict, writer: MetricsWriter, max_bad_steps: int) -> None:
+    host = jax.device_get(metrics)
+    writer.record(host)
+    bad, step = int(host["bad_steps"]), int(host["step"])
+    if not bool(host["finite"]):
+        log.warning("step %d: non-finite loss or gradient; update skipped (%d in a row)", step, bad)
+    if bad >= max_bad_steps:
+        raise NonFiniteLossError(f"the loss or gradient was not finite for {bad} steps in a row, steps "
+                                 f"{step - bad + 1}-{step}; stopped at step {step}. Lower train.lr, check the "
+                                 "data, or raise train.max_bad_steps.")
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emo-train", description=__doc__.split("\n")[0],
+                                epilog="Any config field is set with --config.SECTION.FIELD VALUE.")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics and TensorBoard events go here")
+    p.add_argument("--coordinator", help="host:port of process 0 (multi-process GPU/CPU runs without SLURM)")
+    p.add_argument("--num-processes", type=int, help="processes in the run (with --coordinator)")
+    p.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
+    p.add_argument("--random-init-encoders", action="store_true",
+                   help="smoke tests only: random VAE and wav2vec2 instead of config.vae.path / audio.wav2vec_path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config, rest = parse_config_args(argv)
+    args = _parser().parse_args(rest)
+    # force: grain's absl import has already put a handler on the root logger, which would swallow ours.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    train(config, args.workdir, random_init_encoders=args.random_init_encoders)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

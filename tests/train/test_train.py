@@ -1,0 +1,142 @@
+"""emo-train end to end on the tiny config: resume, frozen stage-3 params, stop on non-finite losses,
+preemption by SIGTERM, and two processes on localhost."""
+import json
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import grain
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from emo_jax.params import STAGE_TRAINABLE, module_of
+from emo_jax.train.checkpoint import restore_params
+from emo_jax.train.state import StateFactory
+from emo_jax.sharding import make_mesh
+from emo_jax.train.train import NonFiniteLossError, train
+from tests.train.common import ROOT, make_config, pipeline_batches, subprocess_env
+
+
+def _flat(params):
+    return traverse_util.flatten_dict(params)
+
+
+def _losses(workdir) -> list[float]:
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
+    config = make_config("stage2", prepared, steps=4)
+    train(config, str(tmp_path / "straight"), random_init_encoders=True)
+    half = config.copy_and_resolve_references()
+    half.train.steps = 2
+    train(half, str(tmp_path / "resumed"), random_init_encoders=True)
+    assert (tmp_path / "resumed/checkpoints/2/data/process_0-of-1.json").is_file()
+    train(config, str(tmp_path / "resumed"), random_init_encoders=True)
+    for use_ema in (False, True):
+        _, straight = restore_params(str(tmp_path / "straight"), use_ema=use_ema)
+        _, resumed = restore_params(str(tmp_path / "resumed"), step=4, use_ema=use_ema)
+        a, b = _flat(straight), _flat(resumed)
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
+
+
+def test_stage3_changes_only_temporal_and_speed_layers(prepared, compile_cache, tmp_path):
+    config = make_config("stage3", prepared, steps=2)
+    factory = StateFactory(config, make_mesh(config.mesh.shape))
+    before = _flat(factory.host_params(factory.create(config.seed)))
+    train(config, str(tmp_path), random_init_encoders=True)
+    _, after = restore_params(str(tmp_path), use_ema=False)
+    after = _flat(after)
+    frozen = [k for k in before if module_of(k) not in STAGE_TRAINABLE[3]]
+    assert any(module_of(k) == "audio_attention" for k in frozen)  # stage 3 keeps the audio layers fixed
+    assert all(np.array_equal(before[k], after[k]) for k in frozen)
+    assert any(not np.array_equal(before[k], after[k]) for k in before if module_of(k) == "speed")
+
+
+def test_non_finite_losses_in_a_row_stop_the_run(prepared, compile_cache, tmp_path):
+    config = make_config("stage2", prepared, steps=10, max_bad_steps=3)
+    good = pipeline_batches(config, 1)[0]
+    bad = dict(good, audio=np.full_like(good["audio"], np.inf))
+    dataset = grain.MapDataset.source([good, bad, good, bad, bad, bad, good]).to_iter_dataset()
+    with pytest.raises(NonFiniteLossError, match="steps 4-6; stopped at step 6"):
+        train(config, str(tmp_path), dataset=dataset, random_init_encoders=True)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["skipped"] for m in lines] == [0, 1, 1, 2, 3, 4]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+_RUNNER = """
+import sys
+import grain, numpy as np
+from tests.train.common import make_config
+from emo_jax.train.train import init_distributed, train
+
+workdir, data, port, pid, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+init_distributed(f"localhost:{port}", count, pid)
+config = make_config("stage2", data, steps=3)
+arrays = np.load(workdir + "/../batches.npz")
+rows = config.train.batch_size // count
+local = [{k: arrays[f"{i}/{k}"][pid * rows:(pid + 1) * rows] for k in ("target", "motion", "reference", "face_mask",
+         "audio")} for i in range(3)]
+train(config, workdir, dataset=grain.MapDataset.source(local).to_iter_dataset(), random_init_encoders=True)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(prepared, compile_cache, tmp_path):
+    config = make_config("stage2", prepared, steps=3)
+    batches = pipeline_batches(config, 3)
+    np.savez(tmp_path / "batches.npz", **{f"{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()})
+    train(config, str(tmp_path / "one"), dataset=grain.MapDataset.source(batches).to_iter_dataset(),
+          random_init_encoders=True)
+    port, env = _free_port(), subprocess_env(compile_cache, devices=4)
+    procs = [subprocess.Popen([sys.executable, "-c", _RUNNER, str(tmp_path / "two"), prepared, str(port), str(i), "2"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=1200)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(one) == 3 and np.max(np.abs(np.subtract(one, two)) / np.abs(one)) < 1e-5, (one, two)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_to_resume_from(prepared, compile_cache, tmp_path):
+    cmd = [sys.executable, "-m", "emo_jax.train.train", "--config", str(ROOT / "configs/tiny.py:stage2"),
+           "--workdir", str(tmp_path), "--random-init-encoders", "--config.data.path", prepared,
+           "--config.data.workers", "0", "--config.mesh.shape.data", "2", "--config.mesh.shape.fsdp", "2",
+           "--config.mesh.shape.tensor", "2", "--config.train.batch_size", "4", "--config.train.lr", "1e-3",
+           "--config.train.warmup_steps", "2", "--config.train.log_every", "1",
+           "--config.train.checkpoint_every", "1000", "--config.train.keep_checkpoints", "2"]
+    proc = subprocess.Popen(cmd + ["--config.train.steps", "1000"], cwd=ROOT, env=subprocess_env(compile_cache),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 1200
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, output[-3000:]
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert len(saved) == 1 and 2 <= saved[0] < 1000, saved
+    target = saved[0] + 1
+    resumed = subprocess.run(cmd + ["--config.train.steps", str(target)], cwd=ROOT, env=subprocess_env(compile_cache),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=1200)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert f"restored step {saved[0]}" in resumed.stdout
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps[-1] == target and steps.count(target) == 1
+    _, params = restore_params(str(tmp_path), step=target)
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(params))
