@@ -55,7 +55,7 @@ def test_overfitting_one_batch(prepared, batches):
     batch = global_batch(batches[0], mesh, keys)
     losses = []
     with mesh, nn.logical_axis_rules(config.mesh.rules):
-        for _ in range(30):
+        for _ in range(60):
             # Step 0's key every time: the same timesteps, noise and dropout, so memorising is possible.
             state, metrics = step(state.replace(step=jnp.zeros((), jnp.int32)), frozen, batch)
             losses.append(float(metrics["loss"]))

@@ -83,10 +83,11 @@ import grain, numpy as np
 from tests.train.common import make_config
 from emo_jax.train.train import init_distributed, train
 
-workdir, data, port, pid, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+workdir, data, batches, port = sys.argv[1:5]
+pid, count = int(sys.argv[5]), int(sys.argv[6])
 init_distributed(f"localhost:{port}", count, pid)
 config = make_config("stage2", data, steps=3)
-arrays = np.load(workdir + "/../batches.npz")
+arrays = np.load(batches)
 rows = config.train.batch_size // count
 local = [{k: arrays[f"{i}/{k}"][pid * rows:(pid + 1) * rows] for k in ("target", "motion", "reference", "face_mask",
          "audio")} for i in range(3)]
@@ -102,9 +103,9 @@ def test_two_processes_match_one(prepared, compile_cache, tmp_path):
     train(config, str(tmp_path / "one"), dataset=grain.MapDataset.source(batches).to_iter_dataset(),
           random_init_encoders=True)
     port, env = _free_port(), subprocess_env(compile_cache, devices=4)
-    procs = [subprocess.Popen([sys.executable, "-c", _RUNNER, str(tmp_path / "two"), prepared, str(port), str(i), "2"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    args = [str(tmp_path / "two"), prepared, str(tmp_path / "batches.npz"), str(port)]
+    procs = [subprocess.Popen([sys.executable, "-c", _RUNNER, *args, str(i), "2"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=1200)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
