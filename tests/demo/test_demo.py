@@ -30,6 +30,7 @@ def quick_run(tmp_path_factory) -> tuple[pathlib.Path, str]:
     return out, proc.stdout
 
 
+@pytest.mark.slow
 def test_quick_demo_writes_videos_sheet_and_metrics(quick_run):
     out, stdout = quick_run
     metrics = json.loads((out / "metrics.json").read_text())
