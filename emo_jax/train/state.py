@@ -14,6 +14,7 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding
 
 from emo_jax.build import build_model
+from emo_jax.models.partitioning import abstract_params, init_params
 from emo_jax.params import STAGE_TRAINABLE, trainable_mask
 from emo_jax.sharding import param_shardings, replicated
 from emo_jax.train.optim import make_optimizer
@@ -57,22 +58,18 @@ class StateFactory:
             raise ValueError(f"train.stage is {stage}; emo-train trains EMO stages 1-3 (configs :stage1/2/3)")
         self.config, self.mesh, self.rules = config, mesh, config.mesh.rules
         self.model, self.example_inputs = build_model(config)
-        boxed = jax.eval_shape(self._init_params, jax.random.PRNGKey(0))
+        boxed = abstract_params(self.model, self.example_inputs)
         self.mask = trainable_mask(nn.unbox(boxed), STAGE_TRAINABLE[stage])
         self.tx = make_optimizer(config, self.mask)
         with mesh, nn.logical_axis_rules(self.rules):
             self.param_shardings = param_shardings(boxed, mesh, self.rules)
-        self.abstract = jax.eval_shape(self._fresh, jax.random.PRNGKey(0))
+        self.abstract = jax.eval_shape(self._fresh, nn.unbox(boxed), jax.random.PRNGKey(0))
         self.shardings = self._state_shardings(self.abstract)
         self._create = jax.jit(self._fresh, out_shardings=self.shardings)
         self._reset = jax.jit(self._with_params, donate_argnums=0, out_shardings=self.shardings)
 
-    def _init_params(self, rng: jax.Array) -> dict:
-        return self.model.init(rng, **self.example_inputs)["params"]
-
-    def _fresh(self, rng: jax.Array) -> TrainState:
-        init_rng, state_rng = jax.random.split(rng)
-        params = nn.unbox(self._init_params(init_rng))
+    def _fresh(self, params: dict, rng: jax.Array) -> TrainState:
+        _, state_rng = jax.random.split(rng)
         zero = jnp.zeros((), jnp.int32)
         return TrainState(step=zero, params=params, opt_state=self.tx.init(params), ema=prune(params, self.mask),
                           rng=state_rng, bad_steps=zero, skipped=zero)
@@ -100,8 +97,16 @@ class StateFactory:
 
     def create(self, seed: int) -> TrainState:
         """A fresh state, each array initialised straight into its sharding (never whole on one device)."""
+        # Parameters are sampled on the host (partitioning.init_params: no per-parameter RNG compile) and each
+        # process places only its own shards; the optimiser state and EMA are then built on the mesh.
+        shardings = traverse_util.flatten_dict(self.param_shardings)
+
+        def place(path, value):
+            return jax.make_array_from_callback(value.shape, shardings[path], lambda index: value[index])
+
+        params = nn.unbox(init_params(self.model, seed, self.example_inputs, place=place))
         with self.mesh, nn.logical_axis_rules(self.rules):
-            return self._create(jax.random.PRNGKey(seed))
+            return self._create(params, jax.random.PRNGKey(seed))
 
     def with_params(self, state: TrainState, params: dict) -> TrainState:
         """`state` with new params, and optimiser state and EMA restarted from them (after SD / stage import)."""
