@@ -29,3 +29,13 @@ def run_all(commands: list[list[str]], dry_run: bool) -> int:
                 print(f"command failed with exit code {code}: {quote(cmd)}", file=sys.stderr)
                 return code
     return 0
+
+
+def parse_with_overrides(parser, argv):
+    """Parses the launcher's own flags; the rest must be --config.FIELD VALUE overrides for emo-train."""
+    args, overrides = parser.parse_known_args(argv)
+    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--config.")]
+    if bad:
+        parser.error(f"unrecognized arguments: {bad}; only --config.FIELD VALUE overrides pass through to emo-train")
+    args.overrides = overrides
+    return args

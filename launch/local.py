@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import quote  # noqa: E402
+from common import parse_with_overrides, quote  # noqa: E402
 
 
 def free_port() -> int:
@@ -40,11 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--devices-per-process", type=int, default=4)
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--config.")]
-    if bad:
-        p.error(f"unrecognized arguments: {bad}; only --config.FIELD VALUE overrides pass through to emo-train")
-    args.overrides = overrides
+    args = parse_with_overrides(p, argv)
     plan = commands(args, free_port())
     for env, cmd in plan:
         print(" ".join(f"{k}={quote([v])}" for k, v in env.items()) + (" " if env else "") + quote(cmd), flush=True)

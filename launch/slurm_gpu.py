@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import install_command, quote, run_all  # noqa: E402
+from common import install_command, parse_with_overrides, quote, run_all  # noqa: E402
 
 
 def sbatch_script(args) -> str:
@@ -55,11 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--dry-run", action="store_true", help="print the sbatch script and command, submit nothing")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--config.")]
-    if bad:
-        p.error(f"unrecognized arguments: {bad}; only --config.FIELD VALUE overrides pass through to emo-train")
-    args.overrides = overrides
+    args = parse_with_overrides(p, argv)
     script = sbatch_script(args)
     path = os.path.join(args.workdir, f"{args.name}.sbatch")
     print(f"# {path}\n{script}", end="")

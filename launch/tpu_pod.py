@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import install_command, quote, run_all  # noqa: E402
+from common import install_command, parse_with_overrides, quote, run_all  # noqa: E402
 
 RUNTIMES = {"v4": "tpu-ubuntu2204-base", "v5e": "v2-alpha-tpuv5-lite", "v5litepod": "v2-alpha-tpuv5-lite",
             "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
@@ -60,11 +60,7 @@ def main(argv=None) -> int:
     p.add_argument("--image", default="python:3.11", help="xpk base docker image")
     p.add_argument("--slices", type=int, default=1)
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    args, overrides = p.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-") and not o.startswith("--config.")]
-    if bad:
-        p.error(f"unrecognized arguments: {bad}; only --config.FIELD VALUE overrides pass through to emo-train")
-    args.overrides = overrides
+    args = parse_with_overrides(p, argv)
     return run_all(build(args), args.dry_run)
 
 
