@@ -1,4 +1,4 @@
-"""Shared set-up of the trainer tests: one prepared dataset, one test config, one compilation cache.
+"""Shared set-up of the trainer tests: one prepared dataset and the compilation cache folder.
 
 Every test that compiles a train step uses the same config and mesh where it can, and XLA's persistent
 compilation cache (shared with the subprocesses) turns a repeated compile into a cache read.
@@ -19,10 +19,10 @@ from synthetic_videos import FPS, SIDE, face_frames, tone_with_click, write_mp4 
 
 @pytest.fixture(scope="session")
 def compile_cache(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("xla_cache"))
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return path
+    """XLA's persistent compilation cache folder (tests/conftest.py sets one), handed to the subprocesses too."""
+    if not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
+    return jax.config.jax_compilation_cache_dir
 
 
 @pytest.fixture(scope="session")
