@@ -28,13 +28,80 @@ def _write_json(path: str, data: dict) -> None:
         json.dump(data, f, indent=1)
 
 
-def write_wav2vec2_folder(config: ml_collections.ConfigDict, folder: str) -> str:
-    """config.audio.encoder's wav2vec2 with fixed random weights as config.json + model.safetensors.
+# Spectral targets of the wav2vec2 stand-in pretraining: log power in this many bands up to 8 kHz.
+SPECTRUM_BANDS = 8
 
-    A random frozen encoder is what the tiny configs use without a download; its features still change with
-    the sound (loudness among them), and the trainable audio projection learns what to read from them.
+
+def band_energies(audio: np.ndarray, hop: int, field: int, num_frames: int) -> np.ndarray:
+    """[num_frames, SPECTRUM_BANDS] log power of each encoder frame's receptive field (Hann window), in
+    log-spaced bands: what the sound is like at each 20 ms step, with no notion of faces or mouths."""
+    starts = np.arange(num_frames) * hop
+    padded = np.pad(audio.astype(np.float32), (0, max(0, starts[-1] + field - len(audio))))
+    windows = padded[starts[:, None] + np.arange(field)] * np.hanning(field).astype(np.float32)
+    power = np.abs(np.fft.rfft(windows, axis=1)) ** 2
+    edges = np.round(np.geomspace(2, power.shape[1], SPECTRUM_BANDS + 1)).astype(int)  # from 2 bins (80 Hz) up
+    bands = np.stack([power[:, a:b].sum(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
+    return np.log(bands + 1e-6)
+
+
+def pretrain_wav2vec2(config: ml_collections.ConfigDict, waves: list[np.ndarray],
+                      seed: int = 0) -> tuple[dict, list[float]]:
+    """(params, losses) of config.audio.encoder's wav2vec2 trained briefly so every layer describes the sound.
+
+    Why: a pretrained wav2vec2 (the paper's frozen audio encoder) describes speech; a random one keeps little of
+    it, because its layer norms remove each frame's scale (measured: a linear read-out of the random tiny
+    encoder's features predicts held-out loudness with correlation 0.6). This stand-in for pretraining teaches
+    each layer, through a linear head thrown away afterwards, the log band energies of its frame's audio. The
+    targets describe the sound only; the mouth is never shown to it.
     """
+    d = config.demo
     module, params, w2v = encoders.audio_encoder(config, random_init=True)
+    hop, field = w2v.hop_samples, w2v.receptive_field_samples
+    crop = int(d.audio_pretrain_seconds * 16000)
+    frames = w2v.num_frames(crop)
+    # Each source normalised as audio_features does (zero mean, unit variance), then cut into random crops.
+    normed = [(w - w.mean()) / np.sqrt(w.var() + 1e-7) for w in waves if len(w) >= crop]
+    if not normed:
+        raise ValueError(f"no demo audio track is {d.audio_pretrain_seconds} s long; lower demo.audio_pretrain_seconds")
+    layers = w2v.num_hidden_layers
+    heads = {"kernel": jnp.zeros((layers, w2v.hidden_size, SPECTRUM_BANDS)),
+             "bias": jnp.zeros((layers, SPECTRUM_BANDS))}
+    all_targets = np.concatenate([band_energies(w, hop, field, w2v.num_frames(len(w))) for w in normed])
+    mu, sigma = all_targets.mean(axis=0), all_targets.std(axis=0) + 1e-6
+    tx = optax.adam(optax.cosine_decay_schedule(d.audio_pretrain_lr, max(1, d.audio_pretrain_steps)))
+    trainable = (params, heads)
+    opt_state = tx.init(trainable)
+
+    def loss_fn(p, x_BS, target_BTK):
+        w2v_params, h = p
+        hidden = jnp.stack(module.apply(w2v_params, x_BS).hidden_states[1:], axis=0)  # [L, B, T, D]
+        pred = jnp.einsum("lbtd,ldk->lbtk", hidden, h["kernel"]) + h["bias"][:, None, None]
+        return jnp.mean(jnp.square(pred - target_BTK[None]))
+
+    @jax.jit
+    def step(p, opt, x, target):
+        loss, grads = jax.value_and_grad(loss_fn)(p, x, target)
+        updates, opt = tx.update(grads, opt, p)
+        return optax.apply_updates(p, updates), opt, loss
+
+    rng, losses = np.random.default_rng(seed), []
+    for _ in range(d.audio_pretrain_steps):
+        xs, ts = [], []
+        for _ in range(d.audio_pretrain_batch):
+            w = normed[int(rng.integers(len(normed)))]
+            start = int(rng.integers(len(w) - crop + 1))
+            xs.append(w[start:start + crop])
+            ts.append((band_energies(xs[-1], hop, field, frames) - mu) / sigma)
+        trainable, opt_state, loss = step(trainable, opt_state, np.stack(xs), np.stack(ts))
+        losses.append(loss)
+    return jax.device_get(trainable[0]), [float(v) for v in losses]
+
+
+def write_wav2vec2_folder(config: ml_collections.ConfigDict, folder: str, params: dict | None = None) -> str:
+    """config.audio.encoder's wav2vec2 as config.json + model.safetensors: the given weights (see
+    pretrain_wav2vec2), or fixed random ones (smoke tests)."""
+    module, random, w2v = encoders.audio_encoder(config, random_init=True)
+    params = random if params is None else params
     os.makedirs(folder, exist_ok=True)
     # Wav2Vec2Model's parameter names are transformers' own, and keys.py's rule covers its indexed lists.
     save_state_dict(flax_to_torch_state(jax.device_get(params["params"])), os.path.join(folder, "model.safetensors"),

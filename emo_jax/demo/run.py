@@ -3,11 +3,11 @@
     emo-demo --out DIR [--quick]
 
 Draws talking heads whose mouth opening is the loudness of their speech, prepares them with emo-prepare (with a
-random tiny wav2vec2 and a small VAE trained here first), trains stage 1 and stage 2 with emo-train's trainer,
+tiny wav2vec2 and a small VAE, both trained here first), trains stage 1 and stage 2 with emo-train's trainer,
 generates every identity on held-out speech with emo-generate's code, and measures identity, lip sync (with a
 silent-audio control) and continuity across clips. Layout of DIR:
     data/        training videos (mp4 + audio), held-out speech (wav), portraits (png)
-    encoders/    wav2vec2/ (Hugging Face folder), vae/ (diffusers folder)
+    encoders/    wav2vec2/ (Hugging Face folder), vae/ (diffusers folder), both trained on the training videos
     prepared/    emo-prepare output with audio features and latents (prepared_frames/: the VAE's training crops)
     stage1/, stage2/   emo-train workdirs
     videos/      <identity>.mp4 and <identity>_silent.mp4 (the control), contact_sheet.png
@@ -56,11 +56,12 @@ def demo_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
 
 
 def prepare_config(config: ml_collections.ConfigDict, wav2vec: str = "", vae: str = ""):
-    """emo-prepare's settings for the demo videos: the config's frame rate and crop size, one segment per video."""
+    """emo-prepare's settings for the demo videos: the config's frame rate, crop size and framing, one segment per
+    video."""
     from data_pipeline.extract import PrepareConfig
 
     return PrepareConfig(fps=config.data.fps, size=config.data.size, min_seconds=2.0, max_seconds=12.0,
-                         wav2vec=wav2vec, vae=vae)
+                         face_expand=config.demo.face_expand, wav2vec=wav2vec, vae=vae)
 
 
 def read_records(prepared: str) -> list:
@@ -83,7 +84,8 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     from data_pipeline.prepare import prepare
     from data_pipeline.schema import decode_jpeg
     from emo_jax.demo.data import write_demo_data, write_portrait
-    from emo_jax.demo.encoders import train_vae, write_vae_folder, write_wav2vec2_folder
+    from emo_jax.audio import load_audio
+    from emo_jax.demo.encoders import pretrain_wav2vec2, train_vae, write_vae_folder, write_wav2vec2_folder
     from emo_jax.demo.evaluate import generate_and_measure
     from emo_jax.train.train import train
 
@@ -94,7 +96,9 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     with phases("data"):
         data = write_demo_data(path("data"), c2)
     with phases("encoders"):
-        wav2vec = write_wav2vec2_folder(c2, path("encoders", "wav2vec2"))
+        waves = [load_audio(v) for v in data.videos]  # the training videos' speech only: held-out audio stays unseen
+        w2v_params, _ = pretrain_wav2vec2(c2, waves, seed)
+        wav2vec = write_wav2vec2_folder(c2, path("encoders", "wav2vec2"), w2v_params)
         # A first pass without encoders gives the crops the VAE must reconstruct, framed exactly as training sees them.
         _check_prepared(prepare(data.videos, path("prepared_frames"), prepare_config(c2)), len(data.videos))
         plain = read_records(path("prepared_frames"))

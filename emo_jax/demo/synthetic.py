@@ -104,7 +104,7 @@ def draw_head(image: np.ndarray, ident: Identity, cx: float, cy: float, mouth_op
 def head_track(num_frames: int, fps: float, side: int, seed: int) -> np.ndarray:
     """Horizontal head centre per frame: a sway of known amplitude and period (the ground-truth speed)."""
     rng = np.random.default_rng(seed)
-    amplitude = rng.uniform(0.03, 0.08) * side
+    amplitude = rng.uniform(0.02, 0.05) * side  # small enough that the fixed crop stays close to the face
     period = rng.uniform(2.0, 4.0)
     t = np.arange(num_frames) / fps
     return side / 2 + amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))

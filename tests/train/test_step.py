@@ -49,8 +49,11 @@ def test_sharded_losses_equal_single_device(config, batches, sharded):
 
 
 def test_overfitting_one_batch(prepared, batches):
+    # One device: the sharded test above covers the mesh, and 60 steps on 8 simulated devices sharing two CPU
+    # cores cost ten minutes.
     config = make_config("stage2", prepared, lr=1e-3)
-    mesh = make_mesh(config.mesh.shape)
+    config.mesh.shape.update(dict(data=1, fsdp=1, tensor=1))
+    mesh = make_mesh(config.mesh.shape, jax.devices()[:1])
     _, state, step, frozen, keys = step_runner(config, mesh)
     batch = global_batch(batches[0], mesh, keys)
     losses = []
