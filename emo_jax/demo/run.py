@@ -199,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every checkpoint read and write at INFO
     os.makedirs(args.out, exist_ok=True)
+    if args.quick and "jax" not in sys.modules:
+        # A smoke test is mostly compilation: skip XLA's slow CPU code-generation passes (slower steps, faster
+        # compiles; measured 215 -> 190 s for the whole run from a cold cache).
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+                                   " --xla_llvm_disable_expensive_passes=true").strip()
     import jax
 
     # Compiling the train steps and the sampler is most of a short run on a CPU; a persistent cache makes every
