@@ -42,7 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     u.temporal_layers = 1  # AnimateDiff v2
     u.speed_attention = variant == "stage3"
     u.speed_dim = 768
-    u.attention_impl = "xla"  # "pallas_tpu" on TPU, "cudnn" on GPU at 512 px (see docs/attention)
+    # "cudnn" on GPUs; "chunked" bounds score memory anywhere; "pallas_tpu" cannot run SD1.5 widths (head_dim
+    # 160 at the deep levels; its flash kernel needs <= 128 or a multiple of 128). See docs/scale.md.
+    u.attention_impl = "xla"
     u.attention_chunk = 1024
     u.remat = variant != "sd"
     u.dtype = "bfloat16" if variant != "sd" else "float32"

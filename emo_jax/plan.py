@@ -1,4 +1,4 @@
-"""Ahead-of-time compilation of the train step (and the sampler's clip program) for a TPU slice, on any host.
+"""Ahead-of-time compilation of the train step (and the sampler's chunk program) for a TPU slice, on any host.
 
 The program is lowered for the slice's devices (described by libtpu without a TPU) on the config's mesh, and
 XLA's own numbers are read off the compiled executable: per-chip memory, FLOPs, and its step-time estimate.
@@ -56,38 +56,129 @@ def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
         return lowered.compile(), mesh
 
 
-def report(compiled, chip: ChipSpec, mesh, global_batch: int) -> dict:
-    """Per-chip memory, fit, FLOPs and XLA's step-time estimate of a compiled step."""
+def _memory_and_cost(compiled) -> tuple[dict, dict]:
+    """Per-chip byte counts of a compiled program and XLA's cost analysis of it."""
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     args, out, temp = mem.argument_size_in_bytes, mem.output_size_in_bytes, mem.temp_size_in_bytes
     alias = mem.alias_size_in_bytes  # donated state: the outputs reuse the arguments' buffers
-    total = args + out - alias + temp
+    sizes = {"arguments_bytes": int(args), "outputs_bytes": int(out), "aliased_bytes": int(alias),
+             "temporaries_bytes": int(temp), "hbm_per_chip_bytes": int(args + out - alias + temp)}
+    return sizes, dict(cost or {})
+
+
+def estimate_seconds(cost: dict, chip: ChipSpec) -> tuple[float, str]:
+    """(seconds, source): XLA's own estimate ("optimal_seconds") when it gives one, else the roofline of XLA's
+    FLOP and byte counts, max(flops / peak, bytes accessed / HBM bandwidth). XLA's TPU cost model leaves its
+    estimate out for many programs, the EMO stage 2 train step among them."""
+    xla = float(cost.get("optimal_seconds") or -1.0)
+    if xla > 0:
+        return xla, "xla"
+    flops, moved = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    return max(flops / chip.peak_bf16_flops, moved / chip.hbm_bytes_per_s), "roofline of xla costs"
+
+
+def report(compiled, chip: ChipSpec, mesh, global_batch: int) -> dict:
+    """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step."""
+    sizes, cost = _memory_and_cost(compiled)
     flops = float(cost.get("flops", 0.0))
-    seconds = float(cost.get("optimal_seconds", 0.0))
-    seconds = seconds if seconds > 0 else 0.0  # XLA reports a negative number when it has no estimate
+    seconds, source = estimate_seconds(cost, chip)
     return {
         "chip": chip.kind,
         "chips": int(mesh.devices.size),
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "global_batch": global_batch,
-        "arguments_bytes": int(args),
-        "outputs_bytes": int(out),
-        "aliased_bytes": int(alias),
-        "temporaries_bytes": int(temp),
-        "hbm_per_chip_bytes": int(total),
+        **sizes,
         "hbm_capacity_bytes": chip.hbm_bytes,
-        "fits": bool(total <= chip.hbm_bytes),
+        "fits": bool(sizes["hbm_per_chip_bytes"] <= chip.hbm_bytes),
         "flops_per_step": flops,  # per chip: the SPMD-partitioned program each chip runs
+        "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)),
         "flops_floor_seconds": flops / chip.peak_bf16_flops,
         "estimated_step_seconds": seconds or None,
+        "estimate_source": source,
         "examples_per_second": global_batch / seconds if seconds > 0 else None,
     }
 
 
-def plan(config: ml_collections.ConfigDict, topology: str) -> dict:
-    """Compile config's train step for a TPU slice and report on it."""
+def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
+    """(chunk program, one guided DDIM step), both compiled for one device from abstract inputs.
+
+    The chunk program is what emo-generate runs (clips_per_chunk clips of DDIM with guidance; generation is
+    single-device), so its memory is the sampler's. XLA counts a loop body once, so FLOPs and time come from
+    the guided DDIM step compiled on its own, times steps x clips.
+    """
+    from jax.sharding import SingleDeviceSharding
+
+    from emo_jax.build import abstract_params
+    from emo_jax.diffusion import ddim_step, make_schedule
+    from emo_jax.models.emo import EMO
+    from emo_jax.sample.sampler import (SamplerSpec, check_video_model, chunk_program, guided_output,
+                                        motion_for_clip, reference_program)
+
+    cfg = check_video_model(config)
+    spec = SamplerSpec.from_config(config)
+    m = config.model
+    size, f, k = m.latent_size, m.clip_frames, spec.clips_per_chunk
+    latent = (size, size, cfg.unet.in_channels)
+    on_device = SingleDeviceSharding(device)
+
+    def arg(shape, dtype=jnp.float32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=on_device)
+
+    params = jax.tree.map(lambda a: arg(a.shape, a.dtype),
+                          {name: p for name, p in abstract_params(config).items() if name != "vae"})
+    ref = jax.tree.map(lambda a: arg(a.shape, a.dtype), jax.eval_shape(reference_program(cfg), params, arg((1,) + latent)))
+    previous = arg((1, cfg.motion_frames) + latent)
+    carry = (previous, arg((2,), jnp.uint32), arg((), jnp.int32))
+    a = m.audio
+    feature = (2 * a.context + 1, a.layers, a.feature_dim)
+    speed = arg((k, f)) if cfg.unet.speed_attention else None
+    mask_side = size * 2 ** (len(cfg.face_locator_channels) - 1)
+    mask, scales = arg((1, mask_side, mask_side, 1)), arg((2,))
+    chunk = chunk_program(cfg, spec, latent).lower(params, ref, carry, arg((k, f) + feature), speed, mask,
+                                                   scales).compile()
+
+    model = EMO(cfg)
+    schedule = make_schedule(prediction_type=spec.prediction_type, rescale_zero_terminal_snr=spec.zero_terminal_snr)
+
+    def guided_step(params, ref, previous, x, audio_FCLD, speed_F, mask, scales):
+        cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": mask,
+                "motion": motion_for_clip(model, params, ref, previous, jnp.bool_(False))}
+        if speed_F is not None:
+            cond["speed_1F"] = speed_F[None]
+        t = jnp.int32(schedule.num_train_timesteps - 1)
+        return ddim_step(schedule, guided_output(model, params, spec.guidance, x, t, cond, scales), t, t - 1, x)
+
+    step = jax.jit(guided_step).lower(params, ref, previous, arg((1, f) + latent), arg((f,) + feature),
+                                      None if speed is None else arg((f,)), mask, scales).compile()
+    return chunk, step, k * f
+
+
+def sampler_report(chunk, step, chip: ChipSpec, frames: int, steps: int, clips: int, fps: float) -> dict:
+    """Memory of one sampler chunk call on one chip; FLOPs and time of its guided DDIM steps x steps x clips
+    (each counted step includes the clip's motion-frame pass, which the sampler runs once per clip: an
+    overcount of one small ReferenceNet pass per step)."""
+    sizes, _ = _memory_and_cost(chunk)
+    _, cost = _memory_and_cost(step)
+    step_seconds, source = estimate_seconds(cost, chip)
+    calls = steps * clips
+    flops, seconds = float(cost.get("flops", 0.0)) * calls, step_seconds * calls
+    return {
+        "frames_per_call": frames,
+        **sizes,
+        "fits": bool(sizes["hbm_per_chip_bytes"] <= chip.hbm_bytes),
+        "flops_per_call": flops,
+        "flops_floor_seconds": flops / chip.peak_bf16_flops,
+        "estimated_call_seconds": seconds or None,
+        "estimate_source": source,
+        # Seconds of compute per second of video at the config's frame rate (below 1: faster than real time).
+        "seconds_per_video_second": seconds / (frames / fps) if seconds > 0 else None,
+    }
+
+
+def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False) -> dict:
+    """Compile config's train step (and with `sample`, the sampler) for a TPU slice and report on it."""
     chip, devices = topology_devices(topology)
     compiled, mesh = compile_train_step(config, devices)
     out = report(compiled, chip, mesh, config.train.batch_size)
@@ -95,4 +186,8 @@ def plan(config: ml_collections.ConfigDict, topology: str) -> dict:
     out["stage"] = config.train.stage
     out["remat"] = bool(config.model.unet.remat)
     out["attention_impl"] = config.model.unet.attention_impl
+    if sample:
+        chunk, step, frames = compile_sampler(config, devices[0])
+        s = config.sample
+        out["sample"] = sampler_report(chunk, step, chip, frames, s.steps, s.clips_per_chunk, config.data.fps)
     return out

@@ -17,13 +17,14 @@ class ChipSpec:
     peak_bf16_flops: float
     cores_per_chip_in_name: int  # v4/v5p slice names count TensorCores (2 per chip); v5e/v6e count chips
     dims: int  # 3D torus (v4, v5p) or 2D (v5e, v6e)
+    hbm_bytes_per_s: float  # HBM bandwidth
 
 
 CHIPS = {
-    "v4": ChipSpec("v4", 32 * GiB, 275e12, 2, 3),
-    "v5p": ChipSpec("v5p", 95 * GiB, 459e12, 2, 3),
-    "v5e": ChipSpec("v5e", 16 * GiB, 197e12, 1, 2),
-    "v6e": ChipSpec("v6e", 32 * GiB, 918e12, 1, 2),
+    "v4": ChipSpec("v4", 32 * GiB, 275e12, 2, 3, 1228e9),
+    "v5p": ChipSpec("v5p", 95 * GiB, 459e12, 2, 3, 2765e9),
+    "v5e": ChipSpec("v5e", 16 * GiB, 197e12, 1, 2, 819e9),
+    "v6e": ChipSpec("v6e", 32 * GiB, 918e12, 1, 2, 1640e9),
 }
 _ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6litepod": "v6e", "v6lite": "v6e"}
 

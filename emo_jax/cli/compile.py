@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="emo-compile", description=__doc__)
     p.add_argument("--topology", required=True, help="v4-N, v5e-N (v5litepod-N), v5p-N, v6e-N, or a grid v5e:4x4")
     p.add_argument("--global-batch", type=int, help="overrides config.train.batch_size")
+    p.add_argument("--sample", action="store_true",
+                   help="also compile the sampler's chunk program (one chip; needs a stage 2/3 config)")
     p.add_argument("--json", help="write the report to this file")
     args = p.parse_args(rest)
     if args.global_batch:
@@ -29,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     from emo_jax.plan import plan
 
     try:
-        result = plan(config, args.topology)
-    except ValueError as e:
+        result = plan(config, args.topology, sample=args.sample)
+    except ValueError as e:  # ConfigError included
         print(f"emo-compile: {e}", file=sys.stderr)
         return 2
     rows = [
@@ -48,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
                          else "none (XLA gave no estimate)"),
         ("examples / s", f"{result['examples_per_second']:.2f}" if result["examples_per_second"] else "n/a"),
     ]
+    if "sample" in result:
+        r = result["sample"]
+        rows += [
+            ("sampler chunk", f"{r['frames_per_call']} frames on one chip"),
+            ("  total / chip", _gib(r["hbm_per_chip_bytes"])),
+            ("  fits", "yes" if r["fits"] else "NO"),
+            ("  FLOPs / call", f"{r['flops_per_call']:.3e}"),
+            ("  XLA estimate", f"{r['estimated_call_seconds'] * 1e3:.1f} ms" if r["estimated_call_seconds"]
+                               else "none (XLA gave no estimate)"),
+        ]
     for name, value in rows:
         print(f"{name:<22}{value}")
     if args.json:
