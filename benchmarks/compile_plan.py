@@ -23,7 +23,7 @@ from emo_jax.plan import plan  # noqa: E402
 # batch 48 and larger); stages 2/3 on 4 + 12 frames at 512^2, one clip per chip per step.
 ROWS = {
     "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1),
-    "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 16, 2, 1),
+    "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 8, 2, 2),  # 32 chips; 48 splits 16 ways, not 32
     "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4),
     "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4),
     "stage2-v5p-64-b32": ("stage2", "v5p-64", 32, 8, 4, 1),
@@ -76,7 +76,33 @@ def main(argv=None) -> int:
               f"{r['flops_per_step'] / 1e12:>12.2f}{r['flops_floor_seconds'] * 1e3:>10.1f}"
               f"{(est or 0) * 1e3:>10.1f}{(r.get('examples_per_second') or 0):>8.1f}  "
               f"{r.get('estimate_source', 'none')}")
+    print("\n" + markdown_table(results))
     return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:.1f}" if value else "n/a"
+
+
+def markdown_table(results: dict) -> str:
+    """The rows as the Markdown table docs/scale.md shows."""
+    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | GiB / chip (of HBM) | fits | TFLOP / chip "
+             "/ step | FLOPs floor ms | estimate ms (source) | examples / s | compile s here |",
+             "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        if "error" in r:
+            lines.append(f"| {name} | | | | | error: {r['error'][:80]} | | | | | |")
+            continue
+        m = r["mesh"]
+        est = r.get("estimated_step_seconds")
+        lines.append(
+            f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
+            f"| {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
+            f"| {'yes' if r['fits'] else 'NO'} | {r['flops_per_step'] / 1e12:.2f} | {r['flops_floor_seconds'] * 1e3:.1f} "
+            f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}, {r['attention_impl']} attention) "
+            f"| {_fmt(r.get('examples_per_second'))} "
+            f"| {r['compile_seconds_on_this_host']:.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
