@@ -38,7 +38,12 @@ def make_mesh(shape: dict, devices: Sequence[jax.Device] | None = None) -> Mesh:
         from jax.experimental import mesh_utils
 
         grid = mesh_utils.create_device_mesh(sizes, devices=devices)
-    except (ValueError, NotImplementedError, AssertionError):
+    except (ValueError, NotImplementedError, AssertionError) as e:  # mesh_utils asserts on some TPU layouts
+        # Still a correct mesh, only possibly a slower one: neighbours on a mesh axis may sit far apart on the
+        # interconnect. Said once per mesh so a user on real hardware can pick a shape mesh_utils maps.
+        log.warning("jax mesh_utils cannot lay mesh %s over %d %s devices (%s: %s); using them in enumeration "
+                    "order, which can make collectives slower", dict(zip(AXES, sizes)), len(devices),
+                    devices[0].device_kind, type(e).__name__, e)
         grid = np.asarray(devices).reshape(sizes)
     return Mesh(grid, AXES)
 
