@@ -111,10 +111,9 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     from jax.sharding import SingleDeviceSharding
 
     from emo_jax.build import abstract_params
-    from emo_jax.diffusion import ddim_step, make_schedule
-    from emo_jax.models.emo import EMO
-    from emo_jax.sample.sampler import (SamplerSpec, check_video_model, chunk_program, guided_output,
-                                        motion_for_clip, reference_program)
+    from emo_jax.models.emo import EMO, face_mask_size
+    from emo_jax.sample.sampler import (SamplerSpec, check_video_model, chunk_program, clip_condition,
+                                        guided_ddim_step, reference_program)
 
     cfg = check_video_model(config)
     spec = SamplerSpec.from_config(config)
@@ -134,24 +133,21 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     a = m.audio
     feature = (2 * a.context + 1, a.layers, a.feature_dim)
     speed = arg((k, f)) if cfg.unet.speed_attention else None
-    mask_side = size * 2 ** (len(cfg.face_locator_channels) - 1)
+    mask_side = face_mask_size(cfg, size)
     mask, scales = arg((1, mask_side, mask_side, 1)), arg((2,))
     chunk = chunk_program(cfg, spec, latent).lower(params, ref, carry, arg((k, f) + feature), speed, mask,
                                                    scales).compile()
 
-    model = EMO(cfg)
-    schedule = make_schedule(prediction_type=spec.prediction_type, rescale_zero_terminal_snr=spec.zero_terminal_snr)
+    model, schedule = EMO(cfg), spec.schedule()
 
-    def guided_step(params, ref, previous, x, audio_FCLD, speed_F, mask, scales):
-        cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": mask,
-                "motion": motion_for_clip(model, params, ref, previous, jnp.bool_(False))}
-        if speed_F is not None:
-            cond["speed_1F"] = speed_F[None]
+    def one_step(params, ref, previous, x, audio_FCLD, speed_F, mask, scales):
+        # A clip's conditioning with its motion-frame pass, then one guided step (from the first timestep pair).
+        cond = clip_condition(model, params, ref, audio_FCLD, speed_F, mask, previous, jnp.bool_(False))
         t = jnp.int32(schedule.num_train_timesteps - 1)
-        return ddim_step(schedule, guided_output(model, params, spec.guidance, x, t, cond, scales), t, t - 1, x)
+        return guided_ddim_step(model, spec, schedule, params, x, t, t - 1, cond, scales)
 
-    step = jax.jit(guided_step).lower(params, ref, previous, arg((1, f) + latent), arg((f,) + feature),
-                                      None if speed is None else arg((f,)), mask, scales).compile()
+    step = jax.jit(one_step).lower(params, ref, previous, arg((1, f) + latent), arg((f,) + feature),
+                                   None if speed is None else arg((f,)), mask, scales).compile()
     return chunk, step, k * f
 
 

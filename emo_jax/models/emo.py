@@ -126,6 +126,11 @@ class EMO(nn.Module):
                             ref_keep_B, audio_keep_B)
 
 
+def face_mask_size(cfg: EMOConfig, latent_size: int) -> int:
+    """Side of the face mask the face locator reads: the latent size times the locator's downsampling."""
+    return latent_size * 2 ** (len(cfg.face_locator_channels) - 1)
+
+
 def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) -> dict:
     """Zero inputs of the right shapes for init / eval_shape."""
     u = cfg.unet
@@ -140,7 +145,7 @@ def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) ->
         inputs["audio_BFCLD"] = jnp.zeros((batch, frames, 2 * cfg.audio_context + 1, cfg.audio_layers,
                                            cfg.audio_feature_dim))
     if cfg.face_locator:
-        px = latent_size * 2 ** (len(cfg.face_locator_channels) - 1)
+        px = face_mask_size(cfg, latent_size)
         inputs["face_mask_BHW1"] = jnp.zeros((batch, px, px, 1))
     if u.speed_attention:
         inputs["speed_BF"] = jnp.zeros((batch, frames))

@@ -26,7 +26,7 @@ import numpy as np
 from emo_jax.config import ConfigError, model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
-from emo_jax.models.emo import EMO, EMOConfig
+from emo_jax.models.emo import EMO, EMOConfig, face_mask_size
 
 GUIDANCE_MODES = ("separate", "joint", "none")
 # (reference kept, audio kept) per pass, in the order the guidance formulas take them.
@@ -55,6 +55,10 @@ class SamplerSpec:
             raise ConfigError(f"sample.steps must be at least 1, got {self.steps}")
         if self.clips_per_chunk < 1:
             raise ConfigError(f"sample.clips_per_chunk must be at least 1, got {self.clips_per_chunk}")
+
+    def schedule(self):
+        """The noise schedule the model was trained on."""
+        return make_schedule(prediction_type=self.prediction_type, rescale_zero_terminal_snr=self.zero_terminal_snr)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> SamplerSpec:
@@ -115,16 +119,32 @@ def motion_for_clip(model: EMO, params: Any, ref: dict, previous_1NHWC: jax.Arra
     )
 
 
+def clip_condition(model: EMO, params: Any, ref: dict, audio_FCLD: jax.Array, speed_F: jax.Array | None,
+                   face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array, is_first: jax.Array) -> dict:
+    """Everything one clip's denoising steps condition on (its motion features computed here, once)."""
+    cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": face_mask_1HW1,
+            "motion": motion_for_clip(model, params, ref, previous_1NHWC, is_first)}
+    if speed_F is not None:
+        cond["speed_1F"] = speed_F[None]
+    return cond
+
+
+def guided_ddim_step(model: EMO, spec: SamplerSpec, schedule, params: Any, x_1FHWC: jax.Array, t: jax.Array,
+                     t_prev: jax.Array, cond: dict, scales_2: jax.Array) -> jax.Array:
+    """One DDIM step of a clip: all guidance passes in one forward, combined, then the update to t_prev."""
+    out = guided_output(model, params, spec.guidance, x_1FHWC, t, cond, scales_2)
+    return ddim_step(schedule, out, t, t_prev, x_1FHWC)
+
+
 def make_denoise_clip(model: EMO, spec: SamplerSpec):
     """denoise_clip(params, noise, cond, scales) -> x0: the DDIM loop over one clip as a lax.scan."""
-    schedule = make_schedule(prediction_type=spec.prediction_type, rescale_zero_terminal_snr=spec.zero_terminal_snr)
+    schedule = spec.schedule()
     t_all, t_prev_all = ddim_step_pairs(ddim_timesteps(schedule, spec.steps, spec.spacing))
 
     def denoise_clip(params, noise_1FHWC, cond, scales_2):
         def step(x, pair):
             t, t_prev = pair
-            out = guided_output(model, params, spec.guidance, x, t, cond, scales_2)
-            return ddim_step(schedule, out, t, t_prev, x), None
+            return guided_ddim_step(model, spec, schedule, params, x, t, t_prev, cond, scales_2), None
 
         x, _ = jax.lax.scan(step, noise_1FHWC, (t_all, t_prev_all))
         return x
@@ -152,10 +172,7 @@ def chunk_program(cfg: EMOConfig, spec: SamplerSpec, latent_shape: tuple[int, in
         def clip(carry, per_clip):
             previous, key, index = carry
             audio_FCLD, speed_F = per_clip
-            cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": face_mask_1HW1,
-                    "motion": motion_for_clip(model, params, ref, previous, index == 0)}
-            if speed_F is not None:
-                cond["speed_1F"] = speed_F[None]
+            cond = clip_condition(model, params, ref, audio_FCLD, speed_F, face_mask_1HW1, previous, index == 0)
             noise = clip_noise(key, index, (1, audio_FCLD.shape[0]) + latent_shape)
             x0 = denoise_clip(params, noise, cond, scales_2)
             return (x0[:, -n:], key, index + 1), x0[0]
@@ -183,7 +200,7 @@ class Sampler:
         self.clip_frames = config.model.clip_frames
         size = config.model.latent_size
         self.latent_shape = (size, size, self.cfg.unet.in_channels)
-        self.mask_size = size * 2 ** (len(self.cfg.face_locator_channels) - 1)
+        self.mask_size = face_mask_size(self.cfg, size)
         self.program = chunk_program(self.cfg, self.spec, self.latent_shape)
         self.last_call_args: tuple | None = None  # abstract arguments of the last chunk call (for memory planning)
 
