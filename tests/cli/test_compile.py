@@ -75,4 +75,8 @@ def test_sampler_chunk_compiles_from_abstract_inputs():
     # Guidance "separate" runs three passes per DDIM step: a step's FLOPs exceed three single forwards' worth
     # of the tiny model (> 1e8), and the call multiplies them by steps x clips.
     assert r["flops_per_call"] > 3e8 * s.steps * s.clips_per_chunk
+    # ... and exactly the step's own count times steps x clips (the chunk program's count holds one loop body).
+    step_cost = step.cost_analysis()
+    step_flops = (step_cost[0] if isinstance(step_cost, list) else step_cost)["flops"]
+    assert r["flops_per_call"] == pytest.approx(step_flops * s.steps * s.clips_per_chunk)
     assert r["estimated_call_seconds"] > 0 and r["seconds_per_video_second"] > 0
