@@ -66,8 +66,11 @@ def pretrain_wav2vec2(config: ml_collections.ConfigDict, waves: list[np.ndarray]
     layers = w2v.num_hidden_layers
     heads = {"kernel": jnp.zeros((layers, w2v.hidden_size, SPECTRUM_BANDS)),
              "bias": jnp.zeros((layers, SPECTRUM_BANDS))}
-    all_targets = np.concatenate([band_energies(w, hop, field, w2v.num_frames(len(w))) for w in normed])
+    # Targets once per track: a crop starting on an encoder-frame boundary has exactly the track's frames there.
+    targets = [band_energies(w, hop, field, w2v.num_frames(len(w))) for w in normed]
+    all_targets = np.concatenate(targets)
     mu, sigma = all_targets.mean(axis=0), all_targets.std(axis=0) + 1e-6
+    targets = [(t - mu) / sigma for t in targets]
     tx = optax.adam(optax.cosine_decay_schedule(d.audio_pretrain_lr, max(1, d.audio_pretrain_steps)))
     trainable = (params, heads)
     opt_state = tx.init(trainable)
@@ -88,10 +91,10 @@ def pretrain_wav2vec2(config: ml_collections.ConfigDict, waves: list[np.ndarray]
     for _ in range(d.audio_pretrain_steps):
         xs, ts = [], []
         for _ in range(d.audio_pretrain_batch):
-            w = normed[int(rng.integers(len(normed)))]
-            start = int(rng.integers(len(w) - crop + 1))
-            xs.append(w[start:start + crop])
-            ts.append((band_energies(xs[-1], hop, field, frames) - mu) / sigma)
+            i = int(rng.integers(len(normed)))
+            first = int(rng.integers((len(normed[i]) - crop) // hop + 1))  # in encoder frames
+            xs.append(normed[i][first * hop:first * hop + crop])
+            ts.append(targets[i][first:first + frames])
         trainable, opt_state, loss = step(trainable, opt_state, np.stack(xs), np.stack(ts))
         losses.append(loss)
     return jax.device_get(trainable[0]), [float(v) for v in losses]
