@@ -65,17 +65,6 @@ def main(argv=None) -> int:
             json.dump(results, f, indent=2)
         os.replace(args.out + ".tmp", args.out)
         print(f"{name}: {json.dumps(row)}", flush=True)
-    print(f"\n{'row':<22}{'fits':>6}{'GiB/chip':>10}{'TFLOP/chip':>12}{'floor ms':>10}{'est. ms':>10}"
-          f"{'ex/s':>8}  estimate from")
-    for name, r in results.items():
-        if "error" in r:
-            print(f"{name:<22}  error: {r['error'][:60]}")
-            continue
-        est = r.get("estimated_step_seconds")
-        print(f"{name:<22}{'yes' if r['fits'] else 'NO':>6}{r['hbm_per_chip_bytes'] / 2**30:>10.1f}"
-              f"{r['flops_per_step'] / 1e12:>12.2f}{r['flops_floor_seconds'] * 1e3:>10.1f}"
-              f"{(est or 0) * 1e3:>10.1f}{(r.get('examples_per_second') or 0):>8.1f}  "
-              f"{r.get('estimate_source', 'none')}")
     print("\n" + markdown_table(results))
     return 0
 

@@ -12,6 +12,10 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+def _estimate(seconds: float | None, source: str) -> str:
+    return f"{seconds * 1e3:.1f} ms ({source})" if seconds else "none (no FLOP or byte counts from XLA)"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -46,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         ("fits", "yes" if result["fits"] else "NO"),
         ("FLOPs / step / chip", f"{result['flops_per_step']:.3e}"),
         ("FLOPs floor", f"{result['flops_floor_seconds'] * 1e3:.1f} ms"),
-        ("XLA estimate", f"{result['estimated_step_seconds'] * 1e3:.1f} ms" if result["estimated_step_seconds"]
-                         else "none (XLA gave no estimate)"),
+        ("step time estimate", _estimate(result["estimated_step_seconds"], result["estimate_source"])),
         ("examples / s", f"{result['examples_per_second']:.2f}" if result["examples_per_second"] else "n/a"),
     ]
     if "sample" in result:
@@ -57,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             ("  total / chip", _gib(r["hbm_per_chip_bytes"])),
             ("  fits", "yes" if r["fits"] else "NO"),
             ("  FLOPs / call", f"{r['flops_per_call']:.3e}"),
-            ("  XLA estimate", f"{r['estimated_call_seconds'] * 1e3:.1f} ms" if r["estimated_call_seconds"]
-                               else "none (XLA gave no estimate)"),
+            ("  time estimate", _estimate(r["estimated_call_seconds"], r["estimate_source"])),
         ]
     for name, value in rows:
         print(f"{name:<22}{value}")
