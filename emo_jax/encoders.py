@@ -20,14 +20,19 @@ from emo_jax.models.vae_io import load_vae
 RANDOM_INIT_SEED = 1234
 
 
+def wav2vec2_config(config: ml_collections.ConfigDict) -> Wav2Vec2Config:
+    """The wav2vec2 architecture config.audio.encoder describes (used when no folder is loaded)."""
+    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.audio.encoder.items()}
+    return Wav2Vec2Config(**fields)
+
+
 def audio_encoder(config: ml_collections.ConfigDict, random_init: bool = False):
     """(module, params, Wav2Vec2Config) for config.audio; checks its layers/width against config.model.audio."""
     path = config.audio.wav2vec_path
     if path:
         module, params, w2v = load_wav2vec2(path)
     elif random_init:
-        fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in config.audio.encoder.items()}
-        w2v = Wav2Vec2Config(**fields)
+        w2v = wav2vec2_config(config)
         module = Wav2Vec2Model(w2v)
         dummy = jnp.zeros((1, 16000), jnp.float32)
         params = random_params(jax.eval_shape(module.init, jax.random.PRNGKey(0), dummy), RANDOM_INIT_SEED)

@@ -100,11 +100,10 @@ def pretrain_wav2vec2(config: ml_collections.ConfigDict, waves: list[np.ndarray]
     return jax.device_get(trainable[0]), [float(v) for v in losses]
 
 
-def write_wav2vec2_folder(config: ml_collections.ConfigDict, folder: str, params: dict | None = None) -> str:
-    """config.audio.encoder's wav2vec2 as config.json + model.safetensors: the given weights (see
-    pretrain_wav2vec2), or fixed random ones (smoke tests)."""
-    module, random, w2v = encoders.audio_encoder(config, random_init=True)
-    params = random if params is None else params
+def write_wav2vec2_folder(config: ml_collections.ConfigDict, folder: str, params: dict) -> str:
+    """config.audio.encoder's wav2vec2 with the given weights (pretrain_wav2vec2's) as config.json +
+    model.safetensors."""
+    w2v = encoders.wav2vec2_config(config)
     os.makedirs(folder, exist_ok=True)
     # Wav2Vec2Model's parameter names are transformers' own, and keys.py's rule covers its indexed lists.
     save_state_dict(flax_to_torch_state(jax.device_get(params["params"])), os.path.join(folder, "model.safetensors"),
