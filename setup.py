@@ -43,6 +43,7 @@ setup(
             "emo-generate=emo_jax.sample.generate:main",
             "emo-export=emo_jax.cli.export:main",
             "emo-demo=emo_jax.demo.run:main",
+            "emo-compile=emo_jax.cli.compile:main",
         ],
     },
 )
