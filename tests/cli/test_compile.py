@@ -80,3 +80,24 @@ def test_sampler_chunk_compiles_from_abstract_inputs():
     step_flops = (step_cost[0] if isinstance(step_cost, list) else step_cost)["flops"]
     assert r["flops_per_call"] == pytest.approx(step_flops * s.steps * s.clips_per_chunk)
     assert r["estimated_call_seconds"] > 0 and r["seconds_per_video_second"] > 0
+
+
+def test_mesh_on_a_real_topology_follows_the_interconnect(caplog):
+    """8 x 2 x 2 over v5p-64 (a 2x4x4 torus) needs a physical axis split; it is laid by mesh_utils, not in
+    enumeration order with a warning."""
+    import logging
+
+    from emo_jax.sharding import make_mesh
+    from emo_jax.topology import topology_devices
+
+    _, devices = topology_devices("v5p-64")
+    with caplog.at_level(logging.WARNING):
+        mesh = make_mesh({"data": 8, "fsdp": 2, "tensor": 2}, devices)
+    assert dict(mesh.shape) == {"data": 8, "fsdp": 2, "tensor": 2}
+    assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
+    assert "enumeration order" not in caplog.text
+    # Consecutive devices of the innermost (tensor) axis are torus neighbours: their coordinates differ by one
+    # step along one physical axis.
+    for pair in mesh.devices.reshape(-1, 2):
+        a, b = (tuple(d.coords) for d in pair)
+        assert sum(abs(x - y) for x, y in zip(a, b)) == 1, (a, b)
