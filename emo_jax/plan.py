@@ -11,6 +11,7 @@ import ml_collections
 from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
+from emo_jax.flops import FlopCount, count_flops
 from emo_jax.sharding import make_mesh, replicated
 from emo_jax.topology import ChipSpec, topology_devices
 
@@ -35,8 +36,9 @@ def abstract_batch(config: ml_collections.ConfigDict, batch: int, mesh) -> dict:
     return out
 
 
-def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
-    """(compiled executable, mesh) of the full train step on `devices`, never materialising a parameter."""
+def trace_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
+    """(jax Traced, mesh) of the full train step on `devices` from abstract state and batch: lowering it
+    compiles the step; its jaxpr counts the step's FLOPs. No parameter is materialised."""
     from emo_jax.train.state import StateFactory
     from emo_jax.train.step import Encoders, make_train_step
 
@@ -51,9 +53,16 @@ def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     frozen = {"vae": None, "audio": None}
     batch = abstract_batch(config, config.train.batch_size, mesh)
     with mesh, nn.logical_axis_rules(config.mesh.rules):
-        lowered = jax.jit(step, donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh))).lower(
+        traced = jax.jit(step, donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh))).trace(
             factory.abstract_with_shardings(), frozen, batch)
-        return lowered.compile(), mesh
+    return traced, mesh
+
+
+def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
+    """(compiled executable, mesh, FlopCount of the whole program's jaxpr) of the full train step on `devices`."""
+    traced, mesh = trace_train_step(config, devices)
+    with mesh, nn.logical_axis_rules(config.mesh.rules):
+        return traced.lower().compile(), mesh, count_flops(traced.jaxpr)
 
 
 def _memory_and_cost(compiled) -> tuple[dict, dict]:
@@ -68,31 +77,43 @@ def _memory_and_cost(compiled) -> tuple[dict, dict]:
     return sizes, dict(cost or {})
 
 
-def estimate_seconds(cost: dict, chip: ChipSpec) -> tuple[float, str]:
-    """(seconds, source): XLA's own estimate ("optimal_seconds") when it gives one, else the roofline of XLA's
-    FLOP and byte counts, max(flops / peak, bytes accessed / HBM bandwidth). XLA's TPU cost model leaves its
-    estimate out for many programs, the EMO stage 2 train step among them."""
+def estimate_seconds(cost: dict, chip: ChipSpec, flops: float | None = None) -> tuple[float, str]:
+    """(seconds, source): XLA's own estimate ("optimal_seconds") when it gives one, else the roofline
+    max(flops / peak, bytes accessed / HBM bandwidth) of XLA's byte count and `flops` (XLA's FLOP count if not
+    given). XLA's TPU cost model leaves its estimate out for many programs, the EMO stage 2 train step among
+    them."""
     xla = float(cost.get("optimal_seconds") or -1.0)
     if xla > 0:
         return xla, "xla"
-    flops, moved = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    flops = float(cost.get("flops", 0.0)) if flops is None else flops
+    moved = float(cost.get("bytes accessed", 0.0))
     return max(flops / chip.peak_bf16_flops, moved / chip.hbm_bytes_per_s), "roofline of xla costs"
 
 
-def report(compiled, chip: ChipSpec, mesh, global_batch: int) -> dict:
-    """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step."""
+def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount | None = None) -> dict:
+    """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step. `counted` (the jaxpr count of the
+    whole program) covers what XLA's count misses: XLA counts a loop body once (chunked attention under
+    lax.map), so the per-chip FLOPs are the larger of XLA's count and the jaxpr's divided over the chips."""
     sizes, cost = _memory_and_cost(compiled)
-    flops = float(cost.get("flops", 0.0))
-    seconds, source = estimate_seconds(cost, chip)
+    chips = int(mesh.devices.size)
+    xla_flops = float(cost.get("flops", 0.0))
+    jaxpr_flops = counted.flops / chips if counted is not None else None
+    flops = max(xla_flops, jaxpr_flops or 0.0)
+    seconds, source = estimate_seconds(cost, chip, flops)
+    if source != "xla" and flops > xla_flops:
+        source += " (FLOPs from the jaxpr)"
     return {
         "chip": chip.kind,
-        "chips": int(mesh.devices.size),
+        "chips": chips,
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "global_batch": global_batch,
         **sizes,
         "hbm_capacity_bytes": chip.hbm_bytes,
         "fits": bool(sizes["hbm_per_chip_bytes"] <= chip.hbm_bytes),
-        "flops_per_step": flops,  # per chip: the SPMD-partitioned program each chip runs
+        "flops_per_step": flops,  # per chip
+        "xla_flops_per_step": xla_flops,  # XLA's count of the SPMD-partitioned program each chip runs
+        # Matmul and convolution FLOPs of the whole program's jaxpr over the chips (loops times trip counts).
+        "jaxpr_flops_per_step": jaxpr_flops,
         "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)),
         "flops_floor_seconds": flops / chip.peak_bf16_flops,
         "estimated_step_seconds": seconds or None,
@@ -176,8 +197,8 @@ def sampler_report(chunk, step, chip: ChipSpec, frames: int, steps: int, clips: 
 def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False) -> dict:
     """Compile config's train step (and with `sample`, the sampler) for a TPU slice and report on it."""
     chip, devices = topology_devices(topology)
-    compiled, mesh = compile_train_step(config, devices)
-    out = report(compiled, chip, mesh, config.train.batch_size)
+    compiled, mesh, counted = compile_train_step(config, devices)
+    out = report(compiled, chip, mesh, config.train.batch_size, counted)
     out["topology"] = topology
     out["stage"] = config.train.stage
     out["remat"] = bool(config.model.unet.remat)

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         ("outputs / chip", _gib(result["outputs_bytes"])),
         ("total / chip", f"{_gib(result['hbm_per_chip_bytes'])} of {_gib(result['hbm_capacity_bytes'])}"),
         ("fits", "yes" if result["fits"] else "NO"),
-        ("FLOPs / step / chip", f"{result['flops_per_step']:.3e}"),
+        ("FLOPs / step / chip", f"{result['flops_per_step']:.3e} (XLA {result['xla_flops_per_step']:.3e}, "
+                                f"jaxpr matmuls {result['jaxpr_flops_per_step']:.3e})"),
         ("FLOPs floor", f"{result['flops_floor_seconds'] * 1e3:.1f} ms"),
         ("step time estimate", _estimate(result["estimated_step_seconds"], result["estimate_source"])),
         ("examples / s", f"{result['examples_per_second']:.2f}" if result["examples_per_second"] else "n/a"),

@@ -33,6 +33,9 @@ def test_tiny_train_step_and_sampler_compile_for_v5e_2x2(tmp_path, capsys):
     # the bound is loose: more than a quarter of the state, less than twice it.
     assert 10e6 < report["arguments_bytes"] < 80e6
     assert report["flops_per_step"] > 1e8
+    # No loops in the train step: XLA's per-chip count is the jaxpr's matmuls over 4 chips plus elementwise work.
+    assert report["flops_per_step"] == report["xla_flops_per_step"]
+    assert report["jaxpr_flops_per_step"] < report["xla_flops_per_step"] < 1.5 * report["jaxpr_flops_per_step"]
     assert report["estimated_step_seconds"] >= report["flops_floor_seconds"] > 0
     assert report["estimate_source"] in ("xla", "roofline of xla costs")
     sample = report["sample"]

@@ -1,0 +1,96 @@
+"""The jaxpr FLOP counter against XLA's own count where XLA is right (no loops), and where XLA is not."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from emo_jax.flops import count_flops
+from emo_jax.models.attention import dot_product_attention
+
+
+def xla_flops(fn, *args) -> float:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
+def jaxpr_flops(fn, *args):
+    return count_flops(jax.jit(fn).trace(*args).jaxpr)
+
+
+def conv_and_matmul(x, w, k):
+    y = jax.lax.conv_general_dilated(x, k, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return (y.reshape(y.shape[0], -1) @ w).sum()
+
+
+def test_matches_xla_on_a_program_without_loops():
+    x, k, w = jnp.ones((2, 16, 16, 3)), jnp.ones((3, 3, 3, 8)), jnp.ones((8 * 8 * 8, 5))
+    # SAME padding of a stride-2 3x3 conv over 16 pixels: of 8 x 3 taps per axis, the last reads padding.
+    forward = 2 * (2 * 8 * 3) * 23 ** 2 + 2 * 2 * 5 * (8 * 8 * 8)
+    assert jaxpr_flops(conv_and_matmul, x, w, k).flops == forward
+    # With the gradient (transposed convolutions whose input dilation is mostly holes) XLA's count is the same
+    # plus one FLOP per element of the final sum.
+    grad = jax.value_and_grad(conv_and_matmul, argnums=(0, 1, 2))  # nothing dead: XLA would drop dead code
+    counted, xla = jaxpr_flops(grad, x, w, k).flops, xla_flops(grad, x, w, k)
+    assert counted > 2 * forward
+    assert counted <= xla <= counted + 2 * 8 * 8 * 8
+
+
+def test_scan_bodies_count_length_times_where_xla_counts_once():
+    def ten_matmuls(x, w):
+        return jax.lax.scan(lambda c, _: (c @ w, None), x, None, length=10)[0]
+
+    x, w = jnp.ones((16, 64)), jnp.ones((64, 64))
+    one = 2 * 16 * 64 * 64
+    assert jaxpr_flops(ten_matmuls, x, w).flops == 10 * one
+    assert xla_flops(ten_matmuls, x, w) < 2 * one  # why the counter exists
+
+
+def test_remat_recomputes_the_forward_in_the_backward():
+    def block(x, w):
+        return jnp.tanh(x @ w) @ w
+
+    def loss(f):
+        return lambda x, w: f(x, w).sum()
+
+    x, w = jnp.ones((8, 32)), jnp.ones((32, 32))
+    plain = jaxpr_flops(jax.grad(loss(block), argnums=1), x, w).flops
+    remat = jaxpr_flops(jax.grad(loss(jax.checkpoint(block)), argnums=1), x, w).flops
+    # Only x @ w is recomputed: the block's last matmul is not needed by the backward pass.
+    assert remat - plain == 2 * 8 * 32 * 32
+
+
+def test_chunked_attention_counts_like_plain_attention():
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 300, 4, 16)), jnp.float32) for _ in range(3))
+    plain = jaxpr_flops(lambda *a: dot_product_attention(*a, impl="xla"), q, k, v)
+    chunked = jaxpr_flops(lambda *a: dot_product_attention(*a, impl="chunked", chunk=64), q, k, v)
+    assert plain.flops == 2 * 2 * (2 * 4 * 300 * 300 * 16)
+    # Five chunks of 64 queries: the 300 queries padded to 320.
+    assert chunked.flops == pytest.approx(plain.flops * 320 / 300)
+    assert plain.unbounded_loops == chunked.unbounded_loops == 0
+
+
+def test_while_loops_are_flagged():
+    def loop(x, w):
+        return jax.lax.while_loop(lambda c: c[1] < 3, lambda c: (c[0] @ w, c[1] + 1), (x, 0))[0]
+
+    count = jaxpr_flops(loop, jnp.ones((4, 4)), jnp.ones((4, 4)))
+    assert count.unbounded_loops == 1 and count.flops == 2 * 4 * 4 * 4
+
+
+def test_train_step_flops_do_not_depend_on_the_attention_implementation():
+    """The tiny stage-2 train step traced with plain and with chunked attention: the same matmul FLOPs (the
+    chunked program's loops counted in full), where XLA would count one chunk of each attention."""
+    from emo_jax.config import load_config
+    from emo_jax.plan import trace_train_step
+
+    counts = {}
+    for impl in ("xla", "chunked"):
+        config = load_config("configs/tiny.py:stage2")
+        config.mesh.shape.update({"data": 1, "fsdp": 1, "tensor": 1})
+        config.train.batch_size = 1
+        config.model.unet.attention_impl = impl
+        config.model.unet.attention_chunk = 16  # below the tiny spatial length, so every spatial attention chunks
+        counts[impl] = count_flops(trace_train_step(config, jax.devices()[:1])[0].jaxpr)
+    assert counts["xla"].flops > 1e8 and counts["xla"].unbounded_loops == counts["chunked"].unbounded_loops == 0
+    assert counts["chunked"].flops == pytest.approx(counts["xla"].flops, rel=1e-9)
