@@ -17,7 +17,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from emo_jax.config import load_config  # noqa: E402
-from emo_jax.plan import plan  # noqa: E402
+from emo_jax.flops import count_flops  # noqa: E402
+from emo_jax.plan import plan, trace_train_step  # noqa: E402
+from emo_jax.topology import topology_devices  # noqa: E402
 
 # name: (variant, topology, global batch, mesh data, fsdp, tensor). Stage 1 trains on single frames (the paper's
 # batch 48 and larger); stages 2/3 on 4 + 12 frames at 512^2, one clip per chip per step.
@@ -38,35 +40,60 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", help=f"row names (default all): {sorted(ROWS)}")
     # pallas_tpu cannot be used at SD1.5 widths: its flash kernel needs head_dim <= 128 or a multiple of 128, and
     # the two deepest levels have 160. Plain XLA attention is the default: "chunked" (queries under lax.map)
-    # bounds the score memory, but XLA's cost model gives no step-time estimate for a program with while loops
-    # (stage1-v5e-64 with chunked: estimate missing) and counts a loop body once in the FLOPs.
+    # bounds the score memory, but XLA's cost model gives no step-time estimate for a program with loops and
+    # counts a loop body once (the report's FLOPs then come from the jaxpr count, and the estimate from them).
     p.add_argument("--attention", default="xla", help="model.unet.attention_impl for the compiles")
     p.add_argument("--out", default="benchmarks/results/compile_plan.json")
+    p.add_argument("--recount", action="store_true",
+                   help="only re-count the FLOPs of rows already in --out on the step's jaxpr (a trace, no compile): "
+                        "for rows compiled before the jaxpr count existed")
     args = p.parse_args(argv)
     results = {}
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f)
-    for name in args.only or ROWS:
-        variant, topology, batch, data, fsdp, tensor = ROWS[name]
-        config = load_config(f"configs/emo_512.py:{variant}")
-        config.train.batch_size = batch
-        config.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
-        config.model.unet.attention_impl = args.attention
-        start = time.time()
-        try:
-            row = plan(config, topology)
-        except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
-            row = {"topology": topology, "error": f"{type(e).__name__}: {str(e)[:500]}"}
-        row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
-        results[name] = row
+    for name in args.only or (results if args.recount else ROWS):
+        if args.recount:
+            results[name] = recount(name, results[name])
+        else:
+            results[name] = compile_row(name, args.attention)
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         with open(args.out + ".tmp", "w") as f:
             json.dump(results, f, indent=2)
         os.replace(args.out + ".tmp", args.out)
-        print(f"{name}: {json.dumps(row)}", flush=True)
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
     print("\n" + markdown_table(results))
     return 0
+
+
+def row_config(name: str, attention: str):
+    variant, _, batch, data, fsdp, tensor = ROWS[name]
+    config = load_config(f"configs/emo_512.py:{variant}")
+    config.train.batch_size = batch
+    config.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
+    config.model.unet.attention_impl = attention
+    return config
+
+
+def compile_row(name: str, attention: str) -> dict:
+    topology = ROWS[name][1]
+    start = time.time()
+    try:
+        row = plan(row_config(name, attention), topology)
+    except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
+        row = {"topology": topology, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+    row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
+    return row
+
+
+def recount(name: str, row: dict) -> dict:
+    """The row with its FLOPs from the jaxpr of the same program (same attention, mesh and batch)."""
+    chip, devices = topology_devices(row["topology"])
+    counted = count_flops(trace_train_step(row_config(name, row["attention_impl"]), devices)[0].jaxpr)
+    xla = row.get("xla_flops_per_step", row["flops_per_step"])
+    flops = max(xla, counted.flops / row["chips"])
+    return {**row, "xla_flops_per_step": xla, "jaxpr_flops_per_step": counted.flops / row["chips"],
+            "flops_per_step": flops, "flops_floor_seconds": flops / chip.peak_bf16_flops}
 
 
 def _fmt(value) -> str:
