@@ -79,8 +79,9 @@ def test_while_loops_are_flagged():
 
 
 def test_train_step_flops_do_not_depend_on_the_attention_implementation():
-    """The tiny stage-2 train step traced with plain and with chunked attention: the same matmul FLOPs (the
-    chunked program's loops counted in full), where XLA would count one chunk of each attention."""
+    """The tiny stage-2 train step traced with plain and with chunked attention: the chunked program's loops
+    counted in full (XLA would count one chunk of each attention), plus the chunks' recompute in the backward
+    pass (each chunk is rematerialised so that the backward keeps one chunk of scores): measured 2.5% more."""
     from emo_jax.config import load_config
     from emo_jax.plan import trace_train_step
 
@@ -93,4 +94,4 @@ def test_train_step_flops_do_not_depend_on_the_attention_implementation():
         config.model.unet.attention_chunk = 16  # below the tiny spatial length, so every spatial attention chunks
         counts[impl] = count_flops(trace_train_step(config, jax.devices()[:1])[0].jaxpr)
     assert counts["xla"].flops > 1e8 and counts["xla"].unbounded_loops == counts["chunked"].unbounded_loops == 0
-    assert counts["chunked"].flops == pytest.approx(counts["xla"].flops, rel=1e-9)
+    assert counts["xla"].flops < counts["chunked"].flops < 1.05 * counts["xla"].flops
