@@ -53,10 +53,11 @@ def test_remat_recomputes_the_forward_in_the_backward():
         return lambda x, w: f(x, w).sum()
 
     x, w = jnp.ones((8, 32)), jnp.ones((32, 32))
-    plain = jaxpr_flops(jax.grad(loss(block), argnums=1), x, w).flops
-    remat = jaxpr_flops(jax.grad(loss(jax.checkpoint(block)), argnums=1), x, w).flops
+    # value_and_grad, as a train step: the forward's result is used, so the backward's recompute is extra work.
+    plain = jaxpr_flops(jax.value_and_grad(loss(block), argnums=1), x, w).flops
+    remat = jaxpr_flops(jax.value_and_grad(loss(jax.checkpoint(block)), argnums=1), x, w).flops
     # Only x @ w is recomputed: the block's last matmul is not needed by the backward pass.
-    assert remat - plain == 2 * 8 * 32 * 32
+    assert plain == 5 * 2 * 8 * 32 * 32 and remat - plain == 2 * 8 * 32 * 32
 
 
 def test_chunked_attention_counts_like_plain_attention():
@@ -95,3 +96,15 @@ def test_train_step_flops_do_not_depend_on_the_attention_implementation():
         counts[impl] = count_flops(trace_train_step(config, jax.devices()[:1])[0].jaxpr)
     assert counts["xla"].flops > 1e8 and counts["xla"].unbounded_loops == counts["chunked"].unbounded_loops == 0
     assert counts["xla"].flops < counts["chunked"].flops < 1.05 * counts["xla"].flops
+
+
+def test_dead_code_is_not_counted():
+    """A frozen layer's weight gradient, computed by grad and dropped (as the masked optimizer does), costs
+    nothing once XLA removes it; the count removes it too."""
+    def step(x, frozen, trained):
+        grads = jax.grad(lambda f, t: (jnp.tanh(x @ f) @ t).sum(), argnums=(0, 1))(frozen, trained)
+        return grads[1]
+
+    args = jnp.ones((4, 8)), jnp.ones((8, 8)), jnp.ones((8, 8))
+    one = 2 * 4 * 8 * 8
+    assert jaxpr_flops(step, *args).flops == 2 * one == xla_flops(step, *args)  # x @ frozen and the trained grad
