@@ -83,7 +83,7 @@ def compile_row(name: str, attention: str) -> dict:
     try:
         row = plan(row_config(name, attention), topology)
     except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
-        row = {"topology": topology, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+        row = {"topology": topology, "attention_impl": attention, "error": f"{type(e).__name__}: {str(e)[:500]}"}
     row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
     return row
 
@@ -98,28 +98,31 @@ def recount(name: str, row: dict) -> dict:
             "flops_per_step": flops, "flops_floor_seconds": flops / chip.peak_bf16_flops}
 
 
-def _fmt(value) -> str:
-    return f"{value:.1f}" if value else "n/a"
+def _fmt(value, digits: int = 1) -> str:
+    return f"{value:.{digits}f}" if value else "n/a"
 
 
 def markdown_table(results: dict) -> str:
     """The rows as the Markdown table docs/scale.md shows."""
-    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | GiB / chip (of HBM) | fits | TFLOP / chip "
-             "/ step | FLOPs floor ms | estimate ms (source) | examples / s | compile s here |",
-             "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | attention | GiB / chip (of HBM) | fits "
+             "| TFLOP / chip / step (XLA; jaxpr matmuls) | FLOPs floor ms | estimate ms (source) | examples / s "
+             "| compile s here |",
+             "|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | | | | | error: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {name} | {r['topology']} | | | {r.get('attention_impl', '')} | | error: "
+                         f"{r['error'][:160]} | | | | | {r['compile_seconds_on_this_host']:.0f} |")
             continue
         m = r["mesh"]
         est = r.get("estimated_step_seconds")
+        xla, jaxpr = r.get("xla_flops_per_step", r["flops_per_step"]), r.get("jaxpr_flops_per_step")
         lines.append(
             f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
-            f"| {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
-            f"| {'yes' if r['fits'] else 'NO'} | {r['flops_per_step'] / 1e12:.2f} | {r['flops_floor_seconds'] * 1e3:.1f} "
-            f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}, {r['attention_impl']} attention) "
-            f"| {_fmt(r.get('examples_per_second'))} "
-            f"| {r['compile_seconds_on_this_host']:.0f} |")
+            f"| {r['attention_impl']} | {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
+            f"| {'yes' if r['fits'] else 'NO'} | {xla / 1e12:.2f}; {_fmt(jaxpr / 1e12 if jaxpr else None, 2)} "
+            f"| {r['flops_floor_seconds'] * 1e3:.1f} "
+            f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}) "
+            f"| {_fmt(r.get('examples_per_second'))} | {r['compile_seconds_on_this_host']:.0f} |")
     return "\n".join(lines)
 
 
