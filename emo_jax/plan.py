@@ -80,8 +80,8 @@ def _memory_and_cost(compiled) -> tuple[dict, dict]:
 def estimate_seconds(cost: dict, chip: ChipSpec, flops: float | None = None) -> tuple[float, str]:
     """(seconds, source): XLA's own estimate ("optimal_seconds") when it gives one, else the roofline
     max(flops / peak, bytes accessed / HBM bandwidth) of XLA's byte count and `flops` (XLA's FLOP count if not
-    given). XLA's TPU cost model leaves its estimate out for many programs, the EMO stage 2 train step among
-    them."""
+    given). XLA's TPU cost model leaves its estimate out for programs with loops (chunked attention) and some
+    others (the tiny stage-2 step on v5e:2x2)."""
     xla = float(cost.get("optimal_seconds") or -1.0)
     if xla > 0:
         return xla, "xla"
