@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from emo_jax.config import load_config  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
-from emo_jax.plan import plan, trace_train_step  # noqa: E402
+from emo_jax.plan import flop_fields, plan, trace_train_step  # noqa: E402
 from emo_jax.topology import topology_devices  # noqa: E402
 
 # name: (variant, topology, global batch, mesh data, fsdp, tensor, attention). Stage 1 trains on single frames
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--attention", help="model.unet.attention_impl for every row (default: each row's own)")
     p.add_argument("--out", default="benchmarks/results/compile_plan.json")
     p.add_argument("--recount", action="store_true",
-                   help="only re-count the FLOPs of rows already in --out on the step's jaxpr (a trace, no compile): "
-                        "for rows compiled before the jaxpr count existed")
+                   help="only re-count the FLOPs of rows already in --out on the step's jaxpr (a trace, no compile), "
+                        "after a change to the counter")
     args = p.parse_args(argv)
     results = {}
     if os.path.exists(args.out):
@@ -92,10 +92,7 @@ def recount(name: str, row: dict) -> dict:
     """The row with its FLOPs from the jaxpr of the same program (same attention, mesh and batch)."""
     chip, devices = topology_devices(row["topology"])
     counted = count_flops(trace_train_step(row_config(name, row["attention_impl"]), devices)[0].jaxpr)
-    xla = row.get("xla_flops_per_step", row["flops_per_step"])
-    flops = max(xla, counted.flops / row["chips"])
-    return {**row, "xla_flops_per_step": xla, "jaxpr_flops_per_step": counted.flops / row["chips"],
-            "flops_per_step": flops, "flops_floor_seconds": flops / chip.peak_bf16_flops}
+    return {**row, **flop_fields(row["xla_flops_per_step"], counted, row["chips"], chip)}
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -115,7 +112,7 @@ def markdown_table(results: dict) -> str:
             continue
         m = r["mesh"]
         est = r.get("estimated_step_seconds")
-        xla, jaxpr = r.get("xla_flops_per_step", r["flops_per_step"]), r.get("jaxpr_flops_per_step")
+        xla, jaxpr = r["xla_flops_per_step"], r["jaxpr_flops_per_step"]
         lines.append(
             f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
             f"| {r['attention_impl']} | {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "

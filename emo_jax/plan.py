@@ -62,7 +62,8 @@ def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     """(compiled executable, mesh, FlopCount of the whole program's jaxpr) of the full train step on `devices`."""
     traced, mesh = trace_train_step(config, devices)
     with mesh, nn.logical_axis_rules(config.mesh.rules):
-        return traced.lower().compile(), mesh, count_flops(traced.jaxpr)
+        compiled = traced.lower().compile()
+    return compiled, mesh, count_flops(traced.jaxpr)
 
 
 def _memory_and_cost(compiled) -> tuple[dict, dict]:
@@ -90,17 +91,26 @@ def estimate_seconds(cost: dict, chip: ChipSpec, flops: float | None = None) -> 
     return max(flops / chip.peak_bf16_flops, moved / chip.hbm_bytes_per_s), "roofline of xla costs"
 
 
+def flop_fields(xla_flops: float, counted: FlopCount | None, chips: int, chip: ChipSpec) -> dict:
+    """Per-chip FLOPs of a step: XLA's count of the SPMD-partitioned program each chip runs, the jaxpr's matmul
+    and convolution FLOPs of the whole program over the chips (loops times trip counts), the larger of the two
+    (XLA counts a loop body once), and that one's floor at the chip's peak."""
+    jaxpr_flops = counted.flops / chips if counted is not None else None
+    flops = max(xla_flops, jaxpr_flops or 0.0)
+    return {"flops_per_step": flops, "xla_flops_per_step": xla_flops, "jaxpr_flops_per_step": jaxpr_flops,
+            "flops_floor_seconds": flops / chip.peak_bf16_flops}
+
+
 def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount | None = None) -> dict:
     """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step. `counted` (the jaxpr count of the
     whole program) covers what XLA's count misses: XLA counts a loop body once (chunked attention under
     lax.map), so the per-chip FLOPs are the larger of XLA's count and the jaxpr's divided over the chips."""
     sizes, cost = _memory_and_cost(compiled)
     chips = int(mesh.devices.size)
-    xla_flops = float(cost.get("flops", 0.0))
-    jaxpr_flops = counted.flops / chips if counted is not None else None
-    flops = max(xla_flops, jaxpr_flops or 0.0)
+    counts = flop_fields(float(cost.get("flops", 0.0)), counted, chips, chip)
+    flops = counts["flops_per_step"]
     seconds, source = estimate_seconds(cost, chip, flops)
-    if source != "xla" and flops > xla_flops:
+    if source != "xla" and flops > counts["xla_flops_per_step"]:
         source += " (FLOPs from the jaxpr)"
     return {
         "chip": chip.kind,
@@ -110,12 +120,8 @@ def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount
         **sizes,
         "hbm_capacity_bytes": chip.hbm_bytes,
         "fits": bool(sizes["hbm_per_chip_bytes"] <= chip.hbm_bytes),
-        "flops_per_step": flops,  # per chip
-        "xla_flops_per_step": xla_flops,  # XLA's count of the SPMD-partitioned program each chip runs
-        # Matmul and convolution FLOPs of the whole program's jaxpr over the chips (loops times trip counts).
-        "jaxpr_flops_per_step": jaxpr_flops,
+        **counts,
         "bytes_accessed_per_step": float(cost.get("bytes accessed", 0.0)),
-        "flops_floor_seconds": flops / chip.peak_bf16_flops,
         "estimated_step_seconds": seconds or None,
         "estimate_source": source,
         "examples_per_second": global_batch / seconds if seconds > 0 else None,

@@ -36,19 +36,18 @@ def make_mesh(shape: dict, devices: Sequence[jax.Device] | None = None) -> Mesh:
     sizes = mesh_shape(shape, len(devices))
     from jax.experimental import mesh_utils
 
-    errors = []
     # A mesh axis that is a product of whole physical axes first; else one that splits a physical axis (8 data x
     # 2 fsdp x 2 tensor on a 2x4x4 v5p-64: each mesh axis still runs along the torus), else enumeration order.
+    # mesh_utils raises ValueError or NotImplementedError, and asserts on some TPU layouts.
     for split in (False, True):
         try:
             return Mesh(mesh_utils.create_device_mesh(sizes, devices=devices, allow_split_physical_axes=split), AXES)
-        except (ValueError, NotImplementedError, AssertionError) as e:  # mesh_utils asserts on some TPU layouts
-            errors.append(f"{type(e).__name__}: {e}")
+        except (ValueError, NotImplementedError, AssertionError) as e:
+            reason = f"{type(e).__name__}: {e}"
     # Still a correct mesh, only possibly a slower one: neighbours on a mesh axis may sit far apart on the
-    # interconnect. Said once per mesh so a user on real hardware can pick a shape mesh_utils maps.
+    # interconnect. The warning names the shape so a user on real hardware can pick one mesh_utils maps.
     log.warning("jax mesh_utils cannot lay mesh %s over %d %s devices (%s); using them in enumeration order, which "
-                "can make collectives slower", dict(zip(AXES, sizes)), len(devices), devices[0].device_kind,
-                errors[-1])
+                "can make collectives slower", dict(zip(AXES, sizes)), len(devices), devices[0].device_kind, reason)
     return Mesh(np.asarray(devices).reshape(sizes), AXES)
 
 
