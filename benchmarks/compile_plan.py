@@ -11,28 +11,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emo_jax.config import load_config  # noqa: E402
+from emo_jax.config import load_config, override  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
 from emo_jax.plan import flop_fields, plan, trace_train_step  # noqa: E402
 from emo_jax.topology import topology_devices  # noqa: E402
 
-# name: (variant, topology, global batch, mesh data, fsdp, tensor, attention). Stage 1 trains on single frames
-# (the paper's batch 48 and larger); stages 2/3 on 4 + 12 frames at 512^2, one clip per data x fsdp group.
-# Attention: plain XLA where HBM allows (XLA then gives its step-time estimate); "chunked" on v5e (16 GiB),
-# where one clip's full 4096 x 8192 score matrices would not fit beside the state.
+# name: (variant, topology, global batch, mesh data, fsdp, tensor, attention[, config overrides]). Stage 1 trains on
+# single frames (the paper's batch 48 and larger); stages 2/3 on 4 + 12 frames at 512^2, one clip per data x fsdp
+# group. Attention: plain XLA where HBM allows (XLA then gives its step-time estimate); "chunked" on v5e (16 GiB)
+# and v6e (32 GiB), where one clip's full 4096 x 8192 score matrices would not fit beside the state. Where a clip
+# is split over tensor-parallel chips, the ResNet blocks are rematerialised too: their saved activations are
+# all-gathered to full channels and tile-padded (the row without it is kept, to show why).
+RESNET_REMAT = {"model.unet.remat_resnets": True}
 ROWS = {
     "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1, "chunked"),
     "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 8, 2, 2, "xla"),  # 32 chips; 48 splits 16 ways, not 32
-    "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
-    "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4, "chunked"),
+    "stage2-v5e-64-b16-blocks-remat": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
+    "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked", RESNET_REMAT),
+    "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4, "chunked", RESNET_REMAT),
     "stage2-v5p-64-b32": ("stage2", "v5p-64", 32, 8, 4, 1, "xla"),
     "stage2-v5p-128-b64": ("stage2", "v5p-128", 64, 16, 4, 1, "xla"),
-    "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "xla"),
+    "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "chunked", RESNET_REMAT),
     "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1, "xla"),
 }
 
@@ -69,21 +74,26 @@ def main(argv=None) -> int:
 
 
 def row_config(name: str, attention: str):
-    variant, _, batch, data, fsdp, tensor, _ = ROWS[name]
+    variant, _, batch, data, fsdp, tensor, _, *extra = ROWS[name]
     config = load_config(f"configs/emo_512.py:{variant}")
     config.train.batch_size = batch
     config.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
     config.model.unet.attention_impl = attention
+    for dotted, value in (extra[0] if extra else {}).items():
+        override(config, dotted, repr(value))
     return config
 
 
 def compile_row(name: str, attention: str) -> dict:
-    topology = ROWS[name][1]
+    topology, config = ROWS[name][1], row_config(name, attention)
     start = time.time()
     try:
-        row = plan(row_config(name, attention), topology)
+        row = plan(config, topology)
     except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
-        row = {"topology": topology, "attention_impl": attention, "error": f"{type(e).__name__}: {str(e)[:500]}"}
+        # XLA's out-of-memory report (usage by kind, largest allocations) is kept whole: it says what to change.
+        row = {"topology": topology, "attention_impl": attention, "remat": bool(config.model.unet.remat),
+               "remat_resnets": bool(config.model.unet.remat_resnets),
+               "error": f"{type(e).__name__}: {str(e)[:8000]}"}
     row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
     return row
 
@@ -99,23 +109,34 @@ def _fmt(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if value else "n/a"
 
 
+def _remat(r: dict) -> str:
+    return ("blocks + ResNets" if r.get("remat_resnets") else "blocks") if r.get("remat", True) else "off"
+
+
+def _error(text: str) -> str:
+    """The table's short form of a compile error: XLA's "Used X of Y hbm" when it ran out of memory."""
+    used = re.search(r"Used (\S+) of (\S+) hbm", text)
+    return f"out of HBM: {used[1]} of {used[2]}" if used else f"error: {text[:160]}"
+
+
 def markdown_table(results: dict) -> str:
     """The rows as the Markdown table docs/scale.md shows."""
-    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | attention | GiB / chip (of HBM) | fits "
-             "| TFLOP / chip / step (XLA; jaxpr matmuls) | FLOPs floor ms | estimate ms (source) | examples / s "
-             "| compile s here |",
-             "|---|---:|---|---:|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | attention | remat | GiB / chip (of HBM) "
+             "| fits | TFLOP / chip / step (XLA; jaxpr matmuls) | FLOPs floor ms | estimate ms (source) "
+             "| examples / s | compile s here |",
+             "|---|---:|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | {r['topology']} | | | {r.get('attention_impl', '')} | | error: "
-                         f"{r['error'][:160]} | | | | | {r['compile_seconds_on_this_host']:.0f} |")
+            lines.append(f"| {name} | {r['topology']} | | | {r.get('attention_impl', '')} | {_remat(r)} | "
+                         f"| {_error(r['error'])} | | | | | {r['compile_seconds_on_this_host']:.0f} |")
             continue
         m = r["mesh"]
         est = r.get("estimated_step_seconds")
         xla, jaxpr = r["xla_flops_per_step"], r["jaxpr_flops_per_step"]
         lines.append(
             f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
-            f"| {r['attention_impl']} | {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
+            f"| {r['attention_impl']} | {_remat(r)} "
+            f"| {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
             f"| {'yes' if r['fits'] else 'NO'} | {xla / 1e12:.2f}; {_fmt(jaxpr / 1e12 if jaxpr else None, 2)} "
             f"| {r['flops_floor_seconds'] * 1e3:.1f} "
             f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}) "

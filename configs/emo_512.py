@@ -47,6 +47,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     u.attention_impl = "xla"
     u.attention_chunk = 1024
     u.remat = variant != "sd"
+    # Off by default: on a chip that holds a clip's ResNet activations it only costs FLOPs. The v5e stage-2 plan
+    # needs it (docs/scale.md).
+    u.remat_resnets = False
     u.dtype = "bfloat16" if variant != "sd" else "float32"
     u.param_dtype = "float32"
     m.audio = a = ml_collections.ConfigDict()

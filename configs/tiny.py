@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     u.temporal_max_len = 16
     u.speed_dim = 32
     u.remat = False
+    u.remat_resnets = False
     u.dtype = "float32"
     m.audio.layers = 2
     m.audio.feature_dim = 16

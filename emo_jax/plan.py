@@ -208,6 +208,7 @@ def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False)
     out["topology"] = topology
     out["stage"] = config.train.stage
     out["remat"] = bool(config.model.unet.remat)
+    out["remat_resnets"] = bool(config.model.unet.remat_resnets)
     out["attention_impl"] = config.model.unet.attention_impl
     if sample:
         chunk, step, frames = compile_sampler(config, devices[0])

@@ -40,7 +40,8 @@ class UNet(nn.Module):
         return dict(dtype=self.cfg.compute_dtype, param_dtype=self.cfg.weights_dtype)
 
     def _resnet(self, ch: int, name: str):
-        return ResnetBlock2D(ch, groups=self.cfg.norm_groups, eps=1e-5, name=name, **self._kw())
+        block_cls = nn.remat(ResnetBlock2D) if self.cfg.remat_resnets else ResnetBlock2D
+        return block_cls(ch, groups=self.cfg.norm_groups, eps=1e-5, name=name, **self._kw())
 
     def _motion_point(self, h, ctx: _Context, block: str, j: int):
         """Where AnimateDiff puts a motion module: record the features (ReferenceNet) or run the module."""

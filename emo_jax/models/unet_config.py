@@ -41,7 +41,10 @@ class UNetConfig:
     # Execution.
     attention_impl: str = "xla"
     attention_chunk: int = 1024
-    remat: bool = False
+    remat: bool = False  # rematerialise each transformer and temporal block in the backward pass
+    # ...and each ResNet block: the backward keeps the block's input instead of its GroupNorm/SiLU/conv
+    # intermediates, which under tensor parallelism are all-gathered (full channels) and tile-padded.
+    remat_resnets: bool = False
     dtype: str = "float32"
     param_dtype: str = "float32"
 

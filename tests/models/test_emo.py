@@ -180,3 +180,30 @@ def test_stage_layer_sets():
     assert set(counts["stage2"]) == set(counts["stage1"]) | {"audio_proj", "audio_attention", "temporal"}
     assert set(counts["stage3"]) == set(counts["stage2"]) | {"speed"}
     assert counts["stage1"]["backbone"] == counts["stage3"]["backbone"]
+
+
+def _saved_bytes(model, params, inputs):
+    """Bytes autodiff keeps from the forward pass for the backward (the residuals in the VJP closure)."""
+    residuals = jax.eval_shape(
+        lambda p: jax.tree.leaves(jax.vjp(lambda q: model.apply({"params": q}, **inputs), p)[1]), params)
+    return sum(r.size * r.dtype.itemsize for r in residuals)
+
+
+def test_resnet_remat_keeps_less_and_changes_no_gradient():
+    config, plain = _model("stage1", remat=True)
+    _, remat = _model("stage1", remat=True, remat_resnets=True)
+    inputs = _random_inputs(config, plain, batch=1)
+    params = nn.unbox(init_params(plain, 0, inputs))
+
+    def grads(model):
+        loss = lambda p: (model.apply({"params": p}, **inputs) ** 2).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(plain)), jax.tree.leaves(grads(remat))):
+        assert rel_err(b, a) < 1e-5
+    # Tiny stage 2 with its transformer blocks rematerialised keeps 79.8 MB; with the ResNets too, 40.4 MB.
+    config, plain = _model("stage2", remat=True)
+    _, remat = _model("stage2", remat=True, remat_resnets=True)
+    inputs = _random_inputs(config, plain)
+    params = nn.unbox(init_params(plain, 0, inputs))
+    assert _saved_bytes(remat, params, inputs) < 0.6 * _saved_bytes(plain, params, inputs)
