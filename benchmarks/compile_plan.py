@@ -31,6 +31,7 @@ from emo_jax.topology import topology_devices  # noqa: E402
 RESNET_REMAT = {"model.unet.remat_resnets": True}
 ROWS = {
     "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1, "chunked"),
+    "stage1-v5e-256-b256": ("stage1", "v5e-256", 256, 32, 8, 1, "chunked"),
     "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 8, 2, 2, "xla"),  # 32 chips; 48 splits 16 ways, not 32
     "stage2-v5e-64-b16-blocks-remat": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
     "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked", RESNET_REMAT),
