@@ -104,3 +104,20 @@ def test_mesh_on_a_real_topology_follows_the_interconnect(caplog):
     for pair in mesh.devices.reshape(-1, 2):
         a, b = (tuple(d.coords) for d in pair)
         assert sum(abs(x - y) for x, y in zip(a, b)) == 1, (a, b)
+
+
+def test_mesh_over_devices_mesh_utils_cannot_lay_is_enumeration_order_with_a_warning(caplog):
+    """Every other chip of a v5e-64 is not a contiguous block of the torus: mesh_utils asserts, and make_mesh
+    still returns a correct mesh over exactly those devices, in their order, and says why."""
+    import logging
+
+    from emo_jax.sharding import make_mesh
+    from emo_jax.topology import topology_devices
+
+    _, devices = topology_devices("v5e-64")
+    chosen = devices[::2]
+    with caplog.at_level(logging.WARNING):
+        mesh = make_mesh({"data": 4, "fsdp": 8, "tensor": 1}, chosen)
+    assert [d.id for d in mesh.devices.flat] == [d.id for d in chosen]
+    assert "enumeration order" in caplog.text and "AssertionError" in caplog.text
+    assert len(caplog.text) < 1000  # the reason is cut, not mesh_utils' list of every device
