@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from emo_jax.config import load_config, override  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
-from emo_jax.plan import flop_fields, plan, trace_train_step  # noqa: E402
+from emo_jax.plan import flop_fields, plan, run_settings, trace_train_step  # noqa: E402
 from emo_jax.topology import topology_devices  # noqa: E402
 
 # name: (variant, topology, global batch, mesh data, fsdp, tensor, attention[, config overrides]). Stage 1 trains on
@@ -28,7 +28,7 @@ from emo_jax.topology import topology_devices  # noqa: E402
 # and v6e (32 GiB), where one clip's full 4096 x 8192 score matrices would not fit beside the state. Where a clip
 # is split over tensor-parallel chips, the ResNet blocks are rematerialised too: their saved activations are
 # all-gathered to full channels and tile-padded (the row without it is kept, to show why).
-RESNET_REMAT = {"model.unet.remat_resnets": True}
+RESNET_REMAT = {"model.unet.remat_resnets": "True"}  # config key: value as on the command line (--config.KEY VALUE)
 ROWS = {
     "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1, "chunked"),
     "stage1-v5e-256-b256": ("stage1", "v5e-256", 256, 32, 8, 1, "chunked"),
@@ -81,7 +81,7 @@ def row_config(name: str, attention: str):
     config.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
     config.model.unet.attention_impl = attention
     for dotted, value in (extra[0] if extra else {}).items():
-        override(config, dotted, repr(value))
+        override(config, dotted, value)
     return config
 
 
@@ -92,9 +92,7 @@ def compile_row(name: str, attention: str) -> dict:
         row = plan(config, topology)
     except Exception as e:  # a row that does not compile is a result too (e.g. out of memory at compile)
         # XLA's out-of-memory report (usage by kind, largest allocations) is kept whole: it says what to change.
-        row = {"topology": topology, "attention_impl": attention, "remat": bool(config.model.unet.remat),
-               "remat_resnets": bool(config.model.unet.remat_resnets),
-               "error": f"{type(e).__name__}: {str(e)[:8000]}"}
+        row = {**run_settings(config, topology), "error": f"{type(e).__name__}: {str(e)[:8000]}"}
     row["compile_seconds_on_this_host"] = round(time.time() - start, 1)
     return row
 
@@ -111,7 +109,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _remat(r: dict) -> str:
-    return ("blocks + ResNets" if r.get("remat_resnets") else "blocks") if r.get("remat", True) else "off"
+    return ("blocks + ResNets" if r["remat_resnets"] else "blocks") if r["remat"] else "off"
 
 
 def _error(text: str) -> str:

@@ -200,16 +200,19 @@ def sampler_report(chunk, step, chip: ChipSpec, frames: int, steps: int, clips: 
     }
 
 
+def run_settings(config: ml_collections.ConfigDict, topology: str) -> dict:
+    """What a plan's row was compiled for, beside its measurements (also on a row that failed to compile)."""
+    u = config.model.unet
+    return {"topology": topology, "stage": config.train.stage, "remat": bool(u.remat),
+            "remat_resnets": bool(u.remat_resnets), "attention_impl": u.attention_impl}
+
+
 def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False) -> dict:
     """Compile config's train step (and with `sample`, the sampler) for a TPU slice and report on it."""
     chip, devices = topology_devices(topology)
     compiled, mesh, counted = compile_train_step(config, devices)
     out = report(compiled, chip, mesh, config.train.batch_size, counted)
-    out["topology"] = topology
-    out["stage"] = config.train.stage
-    out["remat"] = bool(config.model.unet.remat)
-    out["remat_resnets"] = bool(config.model.unet.remat_resnets)
-    out["attention_impl"] = config.model.unet.attention_impl
+    out.update(run_settings(config, topology))
     if sample:
         chunk, step, frames = compile_sampler(config, devices[0])
         s = config.sample

@@ -33,6 +33,9 @@ class _Context:
         self.motion_points: list[Any] = []
 
 
+_RematResnetBlock2D = nn.remat(ResnetBlock2D)
+
+
 class UNet(nn.Module):
     cfg: UNetConfig
 
@@ -40,7 +43,7 @@ class UNet(nn.Module):
         return dict(dtype=self.cfg.compute_dtype, param_dtype=self.cfg.weights_dtype)
 
     def _resnet(self, ch: int, name: str):
-        block_cls = nn.remat(ResnetBlock2D) if self.cfg.remat_resnets else ResnetBlock2D
+        block_cls = _RematResnetBlock2D if self.cfg.remat_resnets else ResnetBlock2D
         return block_cls(ch, groups=self.cfg.norm_groups, eps=1e-5, name=name, **self._kw())
 
     def _motion_point(self, h, ctx: _Context, block: str, j: int):
