@@ -120,4 +120,5 @@ def test_mesh_over_devices_mesh_utils_cannot_lay_is_enumeration_order_with_a_war
         mesh = make_mesh({"data": 4, "fsdp": 8, "tensor": 1}, chosen)
     assert [d.id for d in mesh.devices.flat] == [d.id for d in chosen]
     assert "enumeration order" in caplog.text and "AssertionError" in caplog.text
+    assert "without split axes" in caplog.text and "; with split axes" in caplog.text  # both attempts' reasons
     assert len(caplog.text) < 1000  # the reason is cut, not mesh_utils' list of every device
