@@ -10,12 +10,15 @@ from safetensors.numpy import load_file, save_file
 
 from emo_jax.build import build_model
 from emo_jax.interop.animatediff import import_animatediff
-from emo_jax.interop.export import FILES
+from emo_jax.interop.export import FILES, export_weights
 from emo_jax.interop.torch_io import CheckpointError
+from emo_jax.config import model_config
 from emo_jax.models.emo import example_inputs
-from tests.helpers import rel_err
+from emo_jax.models.temporal import TemporalTransformer
+from tests.helpers import randomize_torch_module, rel_err
 
 torch = pytest.importorskip("torch")
+from tests import torch_references  # noqa: E402  (needs torch)
 
 
 def animatediff_v2_layout(block_out_channels, layers_per_block, max_len=32) -> dict[str, tuple]:
@@ -100,6 +103,55 @@ def test_animatediff_v2_imports_every_key(tiny_stage3, forward, tmp_path):
     changed = {p for p in old_flat if not np.array_equal(old_flat[p], new_flat[p])}
     assert changed and all("motion_modules" in p[1] and p[2] == "temporal_transformer" for p in changed)
     assert rel_err(forward(new), forward(params)) > 1e-3
+
+
+def animatediff_reference_modules(config, seed=0) -> dict:
+    """PyTorch AnimateDiff motion modules with random weights, one per name of the v2 layout for this config."""
+    u = config.model.unet
+    widths = {k.split(".temporal_transformer.")[0]: shape[0] for k, shape in
+              animatediff_v2_layout(u.block_out_channels, u.layers_per_block).items()
+              if k.endswith("temporal_transformer.proj_in.bias")}
+    modules = {}
+    for i, (name, c) in enumerate(sorted(widths.items())):
+        modules[name] = torch_references.MotionModule(c, u.temporal_heads, u.norm_groups, u.temporal_layers).eval()
+        randomize_torch_module(modules[name], seed=seed + i, scale=0.3)
+    return modules
+
+
+def _assert_motion_modules_compute_like(modules, params, config):
+    """Every motion module of `params` (its AnimateDiff part) computes what the PyTorch module of its name does."""
+    temporal = TemporalTransformer(0, model_config(config).unet)
+    rng = np.random.default_rng(5)
+    for name, module in modules.items():
+        c = module.temporal_transformer.proj_in.in_features
+        flax_name = name.replace(".motion_modules.", "__motion_modules_").replace("blocks.", "blocks_")
+        tree = params["backbone"][flax_name]["temporal_transformer"]
+        x_BFHWC = rng.standard_normal((2, config.model.clip_frames, 4, 4, c)).astype(np.float32)
+        ours = x_BFHWC + temporal.clone(dim=c).apply({"params": tree}, x_BFHWC)
+        with torch.no_grad():
+            ref = module(torch.from_numpy(x_BFHWC.transpose(0, 4, 1, 2, 3))).numpy().transpose(0, 2, 3, 4, 1)
+        assert rel_err(ours, ref) < 1e-5, name
+        assert rel_err(ours, x_BFHWC) > 0.05, name
+
+
+def test_imported_and_exported_motion_modules_compute_what_animatediff_computes(tiny_stage3, tmp_path):
+    """Forward parity, not only keys: import from PyTorch modules, and load our export back into them."""
+    config, params, _ = tiny_stage3
+    modules = animatediff_reference_modules(config)
+    state = {f"{name}.{k}": v.numpy() for name, m in modules.items() for k, v in m.state_dict().items()}
+    assert set(state) == set(animatediff_v2_layout(config.model.unet.block_out_channels,
+                                                   config.model.unet.layers_per_block))
+    new, _ = import_animatediff(state, params)
+    _assert_motion_modules_compute_like(modules, new, config)
+    # Export the other way: our (different, random) motion modules into fresh PyTorch modules.
+    export_weights(config, params, str(tmp_path))
+    exported = load_file(tmp_path / FILES["temporal"])
+    fresh = animatediff_reference_modules(config, seed=100)
+    for name, module in fresh.items():
+        own = {k[len(name) + 1:]: torch.from_numpy(v) for k, v in exported.items() if k.startswith(name + ".")}
+        module.load_state_dict({k: v for k, v in own.items() if not k.endswith("pos_encoder.pe")}, strict=False)
+        assert set(own) == set(module.state_dict())
+    _assert_motion_modules_compute_like(fresh, params, config)
 
 
 def test_exported_motion_modules_follow_animatediff_layout(tiny_stage3, exported):

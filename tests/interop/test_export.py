@@ -16,6 +16,7 @@ from emo_jax.build import vae_config
 from emo_jax.config import load_config, model_config
 from emo_jax.interop.export import FILES, MANIFEST, export_weights, import_weights
 from emo_jax.interop.torch_io import CheckpointError
+from emo_jax.models.emo import EMO, face_mask_size
 from emo_jax.models.unet import UNet
 from emo_jax.models.vae import AutoencoderKL
 from emo_jax.params import module_of
@@ -23,6 +24,7 @@ from tests.helpers import rel_err
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
+from tests import torch_references  # noqa: E402  (needs torch)
 
 
 def _subtree(params, module):
@@ -96,6 +98,28 @@ def test_vae_matches_diffusers(tiny_stage3, exported):
         ref_decoded = torch_vae.decode(torch.from_numpy(z).permute(0, 3, 1, 2)).sample
     assert rel_err(mean, ref_mean.permute(0, 2, 3, 1).numpy()) < 1e-4
     assert rel_err(decoded, ref_decoded.permute(0, 2, 3, 1).numpy()) < 1e-4
+
+
+def test_hallo_named_parts_compute_what_hallo_computes(tiny_stage3, exported):
+    """The exported audio projection and face locator, run as Hallo's modules run them, give our outputs."""
+    config, params, _ = tiny_stage3
+    out, _ = exported
+    cfg = model_config(config)
+    model = EMO(cfg)
+    rng = np.random.default_rng(2)
+    feats = rng.standard_normal((3, 2 * cfg.audio_context + 1, cfg.audio_layers, cfg.audio_feature_dim))
+    ours = model.apply({"params": params}, jnp.asarray(feats, jnp.float32), method=lambda m, x: m.audio_proj(x))
+    ref = torch_references.audio_proj_forward(load_file(out / FILES["audio_proj"]), feats.astype(np.float32),
+                                              cfg.audio_tokens)
+    assert rel_err(ours, ref) < 1e-5
+    side = face_mask_size(cfg, config.model.latent_size)
+    mask = np.zeros((2, side, side, 1), np.float32)
+    mask[0, 2:12, 20:30] = 1  # asymmetric, so a transposed kernel or mask shows
+    mask[1, 16:, :8] = 1
+    ours = model.apply({"params": params}, jnp.asarray(mask), method=lambda m, x: m.face_locator(x))
+    ref = torch_references.face_locator_forward(load_file(out / FILES["face_locator"]), mask)
+    assert ours.shape == (2, config.model.latent_size, config.model.latent_size, config.model.unet.block_out_channels[0])
+    assert rel_err(ours, ref) < 1e-5
 
 
 def test_float32_round_trip_is_bit_identical(tiny_stage3, exported):

@@ -11,6 +11,7 @@ from flax import traverse_util
 from emo_jax.config import ConfigError, load_config, model_config, parse_config_args
 from emo_jax.models.emo import EMO, example_inputs
 from emo_jax.models.partitioning import init_params
+from emo_jax.models.unet import UNet
 from emo_jax.params import count_by_module
 from emo_jax.sharding import make_mesh, param_shardings
 from tests.helpers import rel_err
@@ -104,6 +105,34 @@ def test_motion_frames_and_speed_change_the_output():
     first = _apply(model)({"params": params}, **dict(inputs, motion_latents_BNHWC=None))
     assert rel_err(dropped[0], first[0]) < 1e-5
     assert rel_err(dropped[1], base[1]) < 1e-5
+
+
+def test_face_locator_residual_lands_where_the_face_mask_is():
+    """A face in the mask's top-right corner changes the backbone's conv_in residual in that corner only."""
+    config, model = _model("stage1")
+    inputs = _random_inputs(config, model, batch=1)
+    params = _perturb(nn.unbox(init_params(model, 0, inputs)), "face_locator", scale=0.3)
+    side = inputs["face_mask_BHW1"].shape[1]
+    corner = np.zeros((1, side, side, 1), np.float32)
+    corner[0, :side // 4, -side // 4:] = 1
+    residuals = []
+
+    def grab_residual(next_fun, args, kwargs, context):
+        # Record what the backbone receives; skip both UNets (their outputs are not under test).
+        if isinstance(context.module, UNet) and context.method_name == "__call__":
+            if context.module.name == "reference_net":
+                return {"ref_tokens": [], "motion": []}
+            residuals.append(np.asarray(kwargs["conv_in_residual"]))
+            return jnp.zeros_like(args[0])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(grab_residual):
+        for mask in (np.zeros_like(corner), corner):
+            model.apply({"params": params}, **dict(inputs, face_mask_BHW1=jnp.asarray(mask)))
+    change = np.abs(residuals[1] - residuals[0]).sum(axis=(0, 3))  # [h, w] at the latent size
+    half = change.shape[0] // 2
+    assert change.shape == (config.model.latent_size,) * 2
+    assert change[:half, half:].sum() > 0.95 * change.sum() > 0
 
 
 def test_dropped_reference_is_ignored(stage2):

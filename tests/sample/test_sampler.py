@@ -1,17 +1,21 @@
 """The long-form sampler on the tiny config: one compiled program for any length, exact frame counts, guidance,
-ReferenceNet calls per clip (not per step), and seeding."""
+ReferenceNet calls per clip (not per step), and seeding; and, with a stand-in denoiser, the whole computation
+(guidance scales, motion-frame chaining, per-clip noise) against the same computation written out by hand."""
 import dataclasses
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
 
 from emo_jax.config import load_config
+from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps
+from emo_jax.models.emo import EMO
 from emo_jax.models.unet import UNet
 from emo_jax.sample.generate import random_model_params
-from emo_jax.sample.sampler import Sampler
+from emo_jax.sample.sampler import Sampler, chunk_program
 from tests.helpers import rel_err
 
 ONE_CLIP, FIVE_CLIPS = 3, 19  # frames; tiny clips have 4, so neither is a multiple of a clip
@@ -163,3 +167,84 @@ def test_speed_models_get_per_frame_speeds_through_the_chunk_program():
     mask = np.zeros((sampler.mask_size,) * 2, np.float32)
     with pytest.raises(ValueError, match="pass 5 per-frame speeds"):
         next(sampler.stream(ref, features, mask, 0, 1.0, 1.0, speed_T=np.ones(3, np.float32)))
+
+
+N_STUB_MOTION = 2
+
+
+# A stand-in denoiser whose output is a known function of what it is given, so the test can compute the whole
+# long-form sampling by hand: out = 0.1 x + 0.2 (last motion frame) + 0.3 ref_keep + audio_keep * audio(frame).
+def _stub_denoise(x_PFHWC, t_P, ref_tokens, motion, audio_PFCLD, face_mask, speed, ref_keep_P, audio_keep_P):
+    last_motion = motion[0][:, -1:]
+    audio = audio_PFCLD.mean(axis=(2, 3, 4))[:, :, None, None, None]
+    keep = lambda k: k.astype(jnp.float32)[:, None, None, None, None]  # noqa: E731
+    return 0.1 * x_PFHWC + 0.2 * last_motion + 0.3 * keep(ref_keep_P) + keep(audio_keep_P) * audio
+
+
+def _stub_motion_features(ref_feats, motion_latents_1NHWC=None, motion_keep=None):
+    """The 'features' handed to the stub denoiser are the motion latents themselves (zeros before clip 0)."""
+    return [jnp.zeros((1, N_STUB_MOTION, 4, 4, 4)) if motion_latents_1NHWC is None else motion_latents_1NHWC]
+
+
+def _stub_emo(next_fun, args, kwargs, context):
+    if isinstance(context.module, EMO) and context.method_name == "denoise":
+        return _stub_denoise(*args, **kwargs)
+    if isinstance(context.module, EMO) and context.method_name == "motion_features":
+        return _stub_motion_features(*args, **kwargs)
+    return next_fun(*args, **kwargs)
+
+
+def _by_hand(config, spec, audio_TCLD, seed, ref_scale, audio_scale):
+    """The sampler's result computed clip by clip in plain Python, with the documented noise keys."""
+    f, n = config.model.clip_frames, config.model.motion_frames
+    schedule = spec.schedule()
+    pairs = list(zip(*[np.asarray(a) for a in ddim_step_pairs(ddim_timesteps(schedule, spec.steps, spec.spacing))]))
+    clips = -(-len(audio_TCLD) // f)
+    audio = np.concatenate([audio_TCLD, np.zeros((clips * f - len(audio_TCLD),) + audio_TCLD.shape[1:])])
+    previous, out = np.zeros((1, n, 4, 4, 4)), []
+    for i in range(clips):
+        x = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(seed), i), (1, f, 4, 4, 4), jnp.float32)
+        audio_term = audio[i * f:(i + 1) * f].mean(axis=(1, 2, 3))[None, :, None, None, None]
+        for t, t_prev in pairs:
+            # separate guidance of uncond (no ref, no audio), ref only, ref + audio: the stub's terms scale apart
+            guided = 0.1 * x + 0.2 * previous[:, -1:] + ref_scale * 0.3 + audio_scale * audio_term
+            x = ddim_step(schedule, jnp.asarray(guided, jnp.float32), jnp.int32(t), jnp.int32(t_prev), x)
+        x = np.asarray(x)
+        out.append(x[0])
+        previous = x[:, -n:]
+    return np.concatenate(out)[:len(audio_TCLD)]
+
+
+@pytest.fixture()
+def stub_sampler():
+    """A tiny stage-2 sampler (4 x 4 latents) whose EMO.denoise and motion_features are the stubs above."""
+    config = load_config("configs/tiny.py:stage2")
+    config.model.latent_size = 4
+    config.sample.steps = 3
+    assert config.model.motion_frames == N_STUB_MOTION and config.sample.guidance == "separate"
+    chunk_program.cache_clear()  # trace afresh under the interceptor, and leave no stubbed program behind
+    try:
+        with nn.intercept_methods(_stub_emo):
+            yield config, Sampler(config, {})
+    finally:
+        chunk_program.cache_clear()
+
+
+def test_sampler_guidance_chaining_and_noise_equal_the_computation_by_hand(stub_sampler):
+    """Separate guidance with the scales in their places, the last n latents of each clip as the next clip's motion
+    frames (across chunk calls too), and fresh noise per clip from fold_in(key, clip index)."""
+    config, sampler = stub_sampler
+    rng = np.random.default_rng(0)
+    m = config.model
+    frames = 2 * sampler.spec.clips_per_chunk * m.clip_frames - 2  # 4 clips in 2 chunk calls, the last one padded
+    audio = rng.standard_normal((frames, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim))
+    audio = audio.astype(np.float32)
+    mask = np.zeros((sampler.mask_size,) * 2, np.float32)
+    ref = {"ref_tokens": [], "motion": []}
+    got = sampler.sample(ref, audio, mask, 3, 2.0, 0.5)
+    assert got.shape == (frames, 4, 4, 4)
+    assert rel_err(got, _by_hand(config, sampler.spec, audio, 3, 2.0, 0.5)) < 1e-5
+    # The check can tell the two scales apart, and each clip has its own noise.
+    assert rel_err(got, _by_hand(config, sampler.spec, audio, 3, 0.5, 2.0)) > 1e-2
+    f = m.clip_frames
+    assert rel_err(got[f:2 * f], got[:f]) > 0.1

@@ -1,11 +1,17 @@
 """The train step on the tiny config: sharding invariance, overfitting one batch, non-finite steps skipped."""
+import types
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from emo_jax.config import load_config, model_config
+from emo_jax.models.emo import EMO
 from emo_jax.sharding import make_mesh
+from emo_jax.train.state import prune, step_key
+from emo_jax.train.step import diffusion_loss, noise_schedule
 from emo_jax.train.train import global_batch
 from tests.helpers import rel_err
 from tests.train.common import make_config, pipeline_batches, step_runner
@@ -48,21 +54,43 @@ def test_sharded_losses_equal_single_device(config, batches, sharded):
     assert rel_err(losses8, losses1) < 1e-5, (losses8, losses1)
 
 
-def test_overfitting_one_batch(prepared, batches):
+@pytest.fixture(scope="module")
+def overfit(prepared, batches):
+    """60 steps on one batch at lr 1e-3: (losses, trainable mask, EMA decay, (params, EMA) before and after the
+    last step, on the host)."""
     # One device: the sharded test above covers the mesh, and 60 steps on 8 simulated devices sharing two CPU
     # cores cost ten minutes.
     config = make_config("stage2", prepared, lr=1e-3)
     config.mesh.shape.update(dict(data=1, fsdp=1, tensor=1))
     mesh = make_mesh(config.mesh.shape, jax.devices()[:1])
-    _, state, step, frozen, keys = step_runner(config, mesh)
+    factory, state, step, frozen, keys = step_runner(config, mesh)
     batch = global_batch(batches[0], mesh, keys)
     losses = []
     with mesh, nn.logical_axis_rules(config.mesh.rules):
         for _ in range(60):
+            before = jax.device_get((state.params, state.ema))
             # Step 0's key every time: the same timesteps, noise and dropout, so memorising is possible.
             state, metrics = step(state.replace(step=jnp.zeros((), jnp.int32)), frozen, batch)
             losses.append(float(metrics["loss"]))
+    return losses, factory.mask, config.train.ema_decay, before, jax.device_get((state.params, state.ema))
+
+
+def test_overfitting_one_batch(overfit):
+    losses = overfit[0]
     assert losses[0] / min(losses[-3:]) >= 10, losses
+
+
+def test_ema_moves_towards_the_new_params_by_one_minus_decay(overfit):
+    _, mask, decay, (_, ema_before), (params, ema) = overfit
+    params = prune(params, mask)
+    assert jax.tree.structure(ema) == jax.tree.structure(params)  # the trainable leaves only
+    moved = 0.0
+    for e0, p1, e1 in zip(jax.tree.leaves(ema_before), jax.tree.leaves(params), jax.tree.leaves(ema)):
+        expected = decay * e0.astype(np.float64) + (1 - decay) * p1
+        moved = max(moved, float(np.abs(e1 - e0).max()))
+        # float32 rounding of the stored EMA is the only slack: not updating it would be off by 1e-2 |p1 - e0|.
+        assert np.abs(e1 - expected).max() <= 1e-3 * np.abs(p1 - e0).max() + 1e-7 * np.abs(e0).max()
+    assert moved > 1e-6  # the EMA really moved in the last step, so the check above can fail
 
 
 def test_non_finite_step_is_skipped_and_counted(config, batches, sharded):
@@ -77,3 +105,61 @@ def test_non_finite_step_is_skipped_and_counted(config, batches, sharded):
     assert not bad["finite"] and int(bad["skipped"]) == 1 and int(bad["bad_steps"]) == 1 and int(state.step) == 2
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after_bad)))
     assert good["finite"] and int(good["bad_steps"]) == 0 and int(good["skipped"]) == 1
+
+
+def _stub_loss(config, output_scale=0.0, seed=0):
+    """diffusion_loss with EMO's forward replaced by a stub returning `output_scale * x_t`.
+
+    Returns (loss, x0, the stub's x_t, t, keep flags): what the model was asked, to recompute the loss by hand.
+    """
+    rng = np.random.default_rng(seed)
+    x0 = jnp.asarray(rng.standard_normal((3, 2, 4, 4, 4)), jnp.float32)
+    inputs = {"x0": x0, "ref_latent_BHWC": jnp.zeros((3, 4, 4, 4)), "face_mask_BHW1": jnp.zeros((3, 8, 8, 1))}
+    seen = {}
+
+    def stub(next_fun, args, kwargs, context):
+        if isinstance(context.module, EMO) and context.method_name == "__call__":
+            seen.update(x_t=np.asarray(args[0]), t=np.asarray(args[1]), **{k: np.asarray(v) for k, v in kwargs.items()
+                                                                           if k.endswith("_keep_B")})
+            return output_scale * args[0]
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(stub):
+        loss = diffusion_loss(EMO(model_config(config)), {}, noise_schedule(config), config, inputs,
+                              jax.random.PRNGKey(seed))
+    return float(loss), np.asarray(x0, np.float64), seen
+
+
+@pytest.mark.parametrize("prediction_type,zero_snr,gamma", [("epsilon", False, 0.0), ("v_prediction", True, 0.0),
+                                                            ("epsilon", False, 5.0), ("v_prediction", True, 5.0)])
+def test_loss_is_the_weighted_error_to_the_noise_or_velocity_target(prediction_type, zero_snr, gamma):
+    config = load_config("configs/tiny.py:stage2")
+    config.train.update(prediction_type=prediction_type, zero_terminal_snr=zero_snr, min_snr_gamma=gamma)
+    loss, x0, seen = _stub_loss(config, output_scale=0.5)
+    ab = np.asarray(noise_schedule(config).alphas_cumprod, np.float64)[seen["t"]][:, None, None, None, None]
+    noise = (seen["x_t"] - np.sqrt(ab) * x0) / np.sqrt(1 - ab)  # what the loss drew, read back from x_t
+    assert 0.7 < noise.std() < 1.3 and len(set(seen["t"].tolist())) == 3
+    target = noise if prediction_type == "epsilon" else np.sqrt(ab) * noise - np.sqrt(1 - ab) * x0
+    per_example = ((0.5 * seen["x_t"] - target) ** 2).mean(axis=(1, 2, 3, 4))
+    if gamma:
+        snr = (ab / (1 - ab)).reshape(-1)
+        per_example *= np.minimum(snr, gamma) / (snr if prediction_type == "epsilon" else snr + 1)
+    assert abs(loss - per_example.mean()) < 1e-5 * per_example.mean()
+
+
+@pytest.mark.parametrize("dropped", ["ref", "audio", "motion"])
+def test_each_condition_dropout_drops_its_own_condition(dropped):
+    config = load_config("configs/tiny.py:stage2")
+    config.train.update({f"{c}_dropout": 1.0 if c == dropped else 0.0 for c in ("ref", "audio", "motion")})
+    _, _, seen = _stub_loss(config)
+    for c in ("ref", "audio", "motion"):
+        assert seen[f"{c}_keep_B"].shape == (3,)
+        assert seen[f"{c}_keep_B"].all() == (c != dropped) and seen[f"{c}_keep_B"].any() == (c != dropped), c
+
+
+def test_step_keys_differ_per_step_and_depend_only_on_the_state():
+    state = types.SimpleNamespace(rng=jax.random.PRNGKey(7), step=jnp.int32(5))
+    np.testing.assert_array_equal(step_key(state), jax.random.fold_in(jax.random.PRNGKey(7), 5))
+    keys = {tuple(np.asarray(step_key(types.SimpleNamespace(rng=state.rng, step=jnp.int32(i)))).tolist())
+            for i in range(4)}
+    assert len(keys) == 4
