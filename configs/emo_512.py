@@ -91,6 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.train = t = ml_collections.ConfigDict()
     t.stage = {"stage1": 1, "stage2": 2, "stage3": 3, "sd": 0}[variant]
+    # What trains: () = the stage's parameter groups (emo_jax.params.GROUPS); else group names and/or regexes over
+    # parameter paths, e.g. ("temporal", "backbone/.*attn1").
+    t.trainable = ()
     t.lr = 1e-5
     t.batch_size = 48 if variant == "stage1" else 4
     t.frames = 1 if variant in ("stage1", "sd") else m.clip_frames

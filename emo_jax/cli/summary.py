@@ -5,19 +5,27 @@ import argparse
 import json
 import sys
 
+import numpy as np
+from flax import traverse_util
+
 from emo_jax.build import abstract_params
 from emo_jax.config import ConfigError, parse_config_args
-from emo_jax.params import MODULES, STAGE_TRAINABLE, count_by_module
+from emo_jax.params import MODULES, count_by_module, module_of, trainable_mask, trainable_selection
 
 
 def summarize(config) -> dict:
-    counts = count_by_module(abstract_params(config))
-    trainable_modules = STAGE_TRAINABLE[config.train.stage]
+    params = abstract_params(config)
+    counts = count_by_module(params)
     modules = {name: counts[name] for name in MODULES if name in counts}
+    unet_and_layers = {k: v for k, v in params.items() if k != "vae"}  # the frozen VAE is outside the train state
+    selection = trainable_selection(config.train.stage, config.train.trainable)
+    mask = traverse_util.flatten_dict(trainable_mask(unet_and_layers, selection))
+    trainable = [(p, leaf) for p, leaf in traverse_util.flatten_dict(unet_and_layers).items() if mask[p]]
+    trainable_modules = {module_of(p) for p, _ in trainable}
     return {
         "modules": modules,
         "total": sum(modules.values()),
-        "trainable": sum(n for name, n in modules.items() if name in trainable_modules),
+        "trainable": sum(int(np.prod(leaf.shape)) for _, leaf in trainable),
         "trainable_modules": [name for name in modules if name in trainable_modules],
     }
 

@@ -39,35 +39,24 @@ from emo_jax.interop.torch_io import CheckpointError, load_state_dict, save_stat
 from emo_jax.models.temporal import sinusoidal_positions
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
-from emo_jax.params import module_of
+from emo_jax.params import GROUPS, group_of
 
 MANIFEST = "manifest.json"
 FORMAT = "emo-jax-export/1"
 DTYPES = {"float32": np.float32, "float16": np.float16}
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 
-# Parameter group (emo_jax.params.module_of) -> file, relative to the export folder.
-FILES = {
-    "reference_net": f"reference_net/{WEIGHTS}",
-    "backbone": f"backbone_unet/{WEIGHTS}",
-    "vae": f"vae/{WEIGHTS}",
-    "temporal": "motion_modules.safetensors",
-    "audio_attention": "audio_attention.safetensors",
-    "audio_proj": "audio_proj.safetensors",
-    "face_locator": "face_locator.safetensors",
-    "speed": "speed.safetensors",
-}
-# Key prefix per top-level Flax module; UNet-internal layers keep the UNet-relative key, as AnimateDiff does.
-# Hallo's Net saves its audio projection as `audioproj.*` and its face locator as `face_locator.*`.
-PREFIXES = {"reference_net": "", "backbone": "", "vae": "", "audio_proj": "audioproj.",
-            "face_locator": "face_locator.", "speed_encoder": "speed_encoder."}
+# Parameter group -> file, relative to the export folder, and key prefix per top-level module: both from the
+# one table in emo_jax.params (Hallo's Net saves its audio projection as `audioproj.*`, its face locator as
+# `face_locator.*`; UNet-internal layers keep the UNet-relative key, as AnimateDiff does).
+FILES = {g.name: g.export_file for g in GROUPS}
+PREFIXES = {top: g.key_prefix for g in GROUPS for top in g.tops}
 PE_KEY = re.compile(r"^(.*\.motion_modules\.\d+)\.temporal_transformer\.transformer_blocks\.\d+\."
                     r"attention_blocks\.\d+\.pos_encoder\.pe$")
 
 
 def location(path: tuple[str, ...]) -> tuple[str, str]:
     """(file, torch key) of a Flax parameter path of the EMO tree (top level reference_net, backbone, ...)."""
-    return FILES[module_of(path)], PREFIXES[path[0]] + flax_path_to_torch(path[1:])
+    return group_of(path).export_file, PREFIXES[path[0]] + flax_path_to_torch(path[1:])
 
 
 def _leaf_template(abstract: Mapping) -> dict:

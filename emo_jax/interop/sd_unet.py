@@ -6,9 +6,12 @@ import logging
 import os
 from typing import Mapping
 
-from emo_jax.interop.keys import torch_state_to_flax
+from flax import traverse_util
+
+from emo_jax.interop.keys import flax_path_to_torch, torch_state_to_flax
 from emo_jax.interop.torch_io import CheckpointError, find_weights_file, load_state_dict
 from emo_jax.models.unet_config import UNetConfig
+from emo_jax.params import group_of
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +64,11 @@ def import_unet_params(template: Mapping, state: Mapping, source: str, what: str
     not have (EMO's reference/audio/temporal layers) keep their initial values and are reported.
     """
     params, missing, unused = torch_state_to_flax(state, template, source)
-    emo_only = ("audio_attn", "norm_audio", "motion_modules", "speed_")
-    not_sd = [k for k in missing if any(tag in k for tag in emo_only)]
-    truly_missing = [k for k in missing if k not in not_sd]
+    top = what if what in ("reference_net", "backbone") else "backbone"  # an sd-mode UNet is the backbone
+    emo_only = {flax_path_to_torch(p) for p in traverse_util.flatten_dict(template)
+                if not group_of((top,) + p).from_sd}
+    not_sd = [k for k in missing if k in emo_only]
+    truly_missing = [k for k in missing if k not in emo_only]
     if truly_missing:
         raise CheckpointError(f"{source}: {len(truly_missing)} keys the {what} needs are missing, e.g. "
                               f"{truly_missing[:5]}; is this an SD1.5-shaped UNet checkpoint?")
@@ -80,24 +85,8 @@ def init_from_sd(params: Mapping, folder: str) -> tuple[dict, dict[str, list[str
     Returns (params, kept): per UNet, the parameters SD has no counterpart for (EMO's own layers), which keep
     the values they had. SD's text cross-attention (attn2) has no place in EMO's UNets and is left unused.
     """
-    import numpy as np
-
     state, path = load_unet_state(folder)
     out, kept = dict(params), {}
     for name in ("reference_net", "backbone"):
-        template = {k: np.asarray(v) for k, v in _flat(params[name]).items()}
-        imported, kept[name] = import_unet_params(_unflat(template), state, path, what=name)
-        out[name] = imported
+        out[name], kept[name] = import_unet_params(params[name], state, path, what=name)
     return out, kept
-
-
-def _flat(tree: Mapping) -> dict:
-    from flax import traverse_util
-
-    return traverse_util.flatten_dict(tree)
-
-
-def _unflat(flat: Mapping) -> dict:
-    from flax import traverse_util
-
-    return traverse_util.unflatten_dict(flat)

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from emo_jax.build import build_model
 from emo_jax.models.partitioning import abstract_params, init_params
-from emo_jax.params import STAGE_TRAINABLE, trainable_mask
+from emo_jax.params import trainable_mask, trainable_selection
 from emo_jax.sharding import param_shardings, replicated
 from emo_jax.train.optim import make_optimizer
 
@@ -59,7 +59,7 @@ class StateFactory:
         self.config, self.mesh, self.rules = config, mesh, config.mesh.rules
         self.model, self.example_inputs = build_model(config)
         boxed = abstract_params(self.model, self.example_inputs)
-        self.mask = trainable_mask(nn.unbox(boxed), STAGE_TRAINABLE[stage])
+        self.mask = trainable_mask(nn.unbox(boxed), trainable_selection(stage, config.train.trainable))
         self.tx = make_optimizer(config, self.mask)
         with mesh, nn.logical_axis_rules(self.rules):
             self.param_shardings = param_shardings(boxed, mesh, self.rules)

@@ -24,6 +24,7 @@ from flax import traverse_util
 from data_pipeline.loader import LoaderConfig, make_dataset, shard_paths, shard_records
 from emo_jax import encoders
 from emo_jax.config import ConfigError, parse_config_args
+from emo_jax.params import group_of, module_of
 from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.train.checkpoint import Checkpointer, restore_params
 from emo_jax.train.metrics import MetricsWriter
@@ -136,28 +137,52 @@ def load_encoders(config: ml_collections.ConfigDict, keys: Sequence[str], random
 
 
 def initial_params(config: ml_collections.ConfigDict, params: dict) -> dict:
-    """Fresh params with SD1.5 (config.init.sd_path) and/or a previous stage's checkpoint (init.previous_stage).
+    """Fresh params filled from SD1.5 (init.sd_path), AnimateDiff (init.animatediff_path) and/or a previous stage's
+    checkpoint (init.previous_stage), in that order.
 
-    SD1.5's UNet goes into both the ReferenceNet and the backbone; a previous stage then overrides every
-    parameter it has with the same path and shape, and layers new in this stage keep their fresh values.
+    SD1.5's UNet goes into both the ReferenceNet and the backbone; AnimateDiff v2's motion modules into the
+    temporal layers, as the paper initialises them; a previous stage then overrides every parameter it has with
+    the same path and shape. Layers none of them has keep their fresh values, and the log says which those are.
     """
     i = config.init
+    sources = dict.fromkeys(traverse_util.flatten_dict(params), "fresh initialisation")
     if i.sd_path:
-        from emo_jax.interop.sd_unet import import_unet_params, load_unet_state
+        from emo_jax.interop.sd_unet import init_from_sd
 
-        state, source = load_unet_state(i.sd_path)
-        for name in ("reference_net", "backbone"):
-            params[name], _ = import_unet_params(params[name], state, source, what=name)
+        params, _ = init_from_sd(params, i.sd_path)  # every SD layer is filled, or it raises
+        sources.update({p: "SD1.5" for p in sources if group_of(p).from_sd})
+    if i.animatediff_path:
+        from emo_jax.interop.animatediff import import_animatediff
+
+        try:
+            params, _ = import_animatediff(i.animatediff_path, params)
+        except ValueError as e:  # no motion modules in this config
+            raise ConfigError(f"init.animatediff_path: {e}") from e
+        sources.update({p: "AnimateDiff" for p in sources if module_of(p) == "temporal"})
     if i.previous_stage:
         # The previous stage's trained weights, not its EMA: Hallo and AnimateAnyone continue from these.
         _, previous = restore_params(i.previous_stage, use_ema=False)
         flat, old = traverse_util.flatten_dict(params), traverse_util.flatten_dict(previous)
         taken = {k: v for k, v in old.items() if k in flat and np.shape(flat[k]) == np.shape(v)}
         flat.update(taken)
-        log.info("took %d of %d parameters from %s; %d are new in stage %d", len(taken), len(flat),
-                 i.previous_stage, len(flat) - len(taken), config.train.stage)
+        sources.update(dict.fromkeys(taken, "the previous stage"))
         params = traverse_util.unflatten_dict(flat)
+    log_sources(config, sources)
     return params
+
+
+def log_sources(config: ml_collections.ConfigDict, sources: dict[tuple[str, ...], str]) -> None:
+    """Says where each parameter group's values come from; temporal layers from zero get a hint."""
+    by_group: dict[str, dict[str, int]] = {}
+    for path, source in sources.items():
+        counts = by_group.setdefault(module_of(path), {})
+        counts[source] = counts.get(source, 0) + 1
+    for group, counts in sorted(by_group.items()):
+        log.info("%s: %s", group, ", ".join(f"{n} tensors from {s}" for s, n in sorted(counts.items())))
+    if by_group.get("temporal", {}).get("fresh initialisation"):
+        log.info("the temporal layers start from zero-initialised outputs (the video model starts as the image "
+                 "model); set init.animatediff_path to a local AnimateDiff v2 motion module (mm_sd_v15_v2) to start "
+                 "them from AnimateDiff, as the paper does")
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -181,8 +206,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
         state = checkpoints.restore(factory.abstract_with_shardings(), iterator)
     else:
         state = factory.create(config.seed)
-        if config.init.sd_path or config.init.previous_stage:
+        i = config.init
+        if i.sd_path or i.animatediff_path or i.previous_stage:
             state = factory.with_params(state, initial_params(config, factory.host_params(state)))
+        else:
+            log_sources(config, dict.fromkeys(traverse_util.flatten_dict(factory.abstract.params),
+                                              "fresh initialisation"))
     step = int(jax.device_get(state.step))
     # Encoders and the compiled step, chosen by what the batches carry.
     first = next(iterator)
