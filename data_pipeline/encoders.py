@@ -8,9 +8,9 @@ import numpy as np
 from data_pipeline.schema import decode_jpeg
 from emo_jax.audio.features import audio_features
 from emo_jax.audio.wav2vec2 import Wav2Vec2Model
-from emo_jax.audio.wav2vec2_import import load_wav2vec2
+from emo_jax.interop.vae_import import load_vae
+from emo_jax.interop.wav2vec2_import import load_wav2vec2
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.models.vae_io import load_vae
 
 
 class SegmentEncoders:

@@ -14,8 +14,9 @@ from data_pipeline.faces import HaarFaceDetector, track_faces
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
-from emo_jax.audio.decode import AudioError, load_audio
-from emo_jax.video import VideoError, iter_frames, video_info
+from emo_jax.audio.decode import load_audio
+from emo_jax.errors import AudioError, VideoError
+from emo_jax.video import iter_frames, video_info
 
 
 @dataclasses.dataclass(frozen=True)

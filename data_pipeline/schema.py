@@ -40,16 +40,14 @@ import cv2
 import msgpack
 import numpy as np
 
+from emo_jax.errors import SchemaError
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 _ARRAY_FIELDS = {"face_boxes": np.float32, "crop_box": np.float32, "face_mask": np.uint8, "speed": np.float32,
                  "audio": np.float32}
 _OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16}  # new in version 2
-
-
-class SchemaError(ValueError):
-    """A record's bytes are not a segment record this version of emo-jax can read."""
 
 
 @dataclasses.dataclass

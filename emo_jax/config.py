@@ -8,12 +8,9 @@ import sys
 
 import ml_collections
 
+from emo_jax.errors import ConfigError
 from emo_jax.models.emo import EMOConfig
 from emo_jax.models.unet_config import UNetConfig
-
-
-class ConfigError(ValueError):
-    """A config file, variant or override the user gave is wrong."""
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:

@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from emo_jax.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
-from emo_jax.audio.wav2vec2_import import load_wav2vec2
 from emo_jax.build import vae_config
-from emo_jax.config import ConfigError
+from emo_jax.errors import ConfigError
+from emo_jax.interop.vae_import import load_vae
+from emo_jax.interop.wav2vec2_import import load_wav2vec2
 from emo_jax.models.vae import AutoencoderKL
 from emo_jax.models.partitioning import random_params
-from emo_jax.models.vae_io import load_vae
 
 RANDOM_INIT_SEED = 1234
 

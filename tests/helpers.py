@@ -26,3 +26,7 @@ TINY_DIFFUSERS_UNET = dict(
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     layers_per_block=1, attention_head_dim=2, norm_num_groups=8, cross_attention_dim=16,
 )
+TINY_DIFFUSERS_VAE = dict(
+    block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
+    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+)

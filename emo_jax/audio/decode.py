@@ -6,9 +6,7 @@ import os
 import av
 import numpy as np
 
-
-class AudioError(ValueError):
-    """An audio input is missing, empty, unreadable, or has no sound to decode."""
+from emo_jax.errors import AudioError
 
 
 def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:

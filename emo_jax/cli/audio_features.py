@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported here so that --help answers without loading JAX.
     from emo_jax.audio import load_audio
     from emo_jax.audio.features import audio_features
-    from emo_jax.audio.wav2vec2_import import load_wav2vec2
+    from emo_jax.interop.wav2vec2_import import load_wav2vec2
 
     try:
         audio = load_audio(args.audio)

@@ -1,18 +1,22 @@
-"""The one rule that turns a Flax parameter path into a PyTorch (diffusers / AnimateDiff / Hallo) key, and back.
+"""The one rule that turns a Flax parameter path into a PyTorch (diffusers / AnimateDiff / Hallo / transformers'
+wav2vec2) key, and back.
 
 Flax module names cannot hold dots, so a torch list index `down_blocks.0` is spelt `down_blocks_0` in Flax.
 Only the names in INDEXED are treated that way, so `linear_1` (a real diffusers name) is left alone. A double
 underscore inside one Flax module name is one level of torch nesting (`mid_block__resnets_0` -> `mid_block.resnets.0`).
 Leaves: Dense `kernel` [in, out] <-> `weight` [out, in]; Conv `kernel` [kh, kw, in, out] <-> `weight`
-[out, in, kh, kw]; norm `scale` <-> `weight`; `bias` <-> `bias`.
+[out, in, kh, kw]; Conv1d `kernel` [k, in, out] <-> `weight` [out, in, k]; norm `scale` <-> `weight`; `bias` <-> `bias`.
 """
 from __future__ import annotations
 
 import re
 from typing import Mapping
 
+import jax
 import numpy as np
 from flax import traverse_util
+
+from emo_jax.errors import CheckpointError
 
 INDEXED = (
     "down_blocks", "up_blocks", "resnets", "attentions", "downsamplers", "upsamplers", "transformer_blocks",
@@ -59,6 +63,11 @@ def flax_to_torch_state(params: Mapping, prefix: str = "") -> dict[str, np.ndarr
     return out
 
 
+def zeros_template(shapes: Mapping) -> dict:
+    """A template for torch_state_to_flax from an eval_shape tree: broadcast views of one zero, no memory used."""
+    return jax.tree.map(lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), shapes)
+
+
 def torch_state_to_flax(
     state: Mapping[str, np.ndarray],
     template: Mapping,
@@ -71,8 +80,6 @@ def torch_state_to_flax(
     (their template values are kept), `unused` are state keys the template has no place for. A key present with
     the wrong shape raises, naming `source` and the key.
     """
-    from emo_jax.interop.torch_io import CheckpointError
-
     flat = traverse_util.flatten_dict(template)
     out, missing, used = {}, [], set()
     for path, tmpl in flat.items():

@@ -6,11 +6,9 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from emo_jax.errors import CheckpointError
+
 StateDict = dict[str, np.ndarray]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, or does not match the model it is loaded into."""
 
 
 def find_weights_file(folder: str, stems: Iterable[str] = ("diffusion_pytorch_model", "model", "pytorch_model")) -> str:

@@ -8,10 +8,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from emo_jax.interop.keys import torch_state_to_flax
-from emo_jax.interop.torch_io import CheckpointError, StateDict, find_weights_file, load_state_dict
+from emo_jax.errors import CheckpointError
+from emo_jax.interop.keys import torch_state_to_flax, zeros_template
+from emo_jax.interop.torch_io import StateDict, find_weights_file, load_state_dict
 from emo_jax.models.vae import AutoencoderKL, VAEConfig
 
 # Checkpoints saved before diffusers renamed its attention layers (SD1.5's VAE files among them) still use
@@ -33,9 +33,7 @@ def param_template(module: AutoencoderKL) -> dict:
     """Parameter tree of the right shapes and dtypes without computing an initialisation."""
     size = module.config.downsample_factor
     dummy = jax.ShapeDtypeStruct((1, size, size, module.config.in_channels), jnp.float32)
-    shapes = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), dummy))["params"]
-    # Broadcast views of one zero: the template costs no memory even for the full-size VAE.
-    return jax.tree.map(lambda s: np.broadcast_to(np.zeros((), s.dtype), s.shape), shapes)
+    return zeros_template(nn.unbox(jax.eval_shape(module.init, jax.random.key(0), dummy))["params"])
 
 
 def load_vae(folder: str, attention_impl: str = "xla", dtype: Any = jnp.float32,

@@ -1,9 +1,13 @@
-"""Loading a local Hugging Face wav2vec2 folder (config.json + weights) into the Flax encoder."""
+"""Loading a local Hugging Face wav2vec2 folder (config.json + weights) into the Flax encoder.
+
+Keys follow the one torch <-> Flax rule (emo_jax.interop.keys). A transformers checkpoint adds two things first
+undone here: the `wav2vec2.` prefix of its ForCTC / ForPreTraining heads, and the weight norm of the positional
+conv, folded into the one effective weight the Flax encoder holds.
+"""
 from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any
 
 import jax
@@ -11,27 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from emo_jax.audio.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
-from emo_jax.interop.torch_io import CheckpointError, StateDict, find_weights_file, load_state_dict
+from emo_jax.errors import CheckpointError
+from emo_jax.interop.keys import torch_state_to_flax, zeros_template
+from emo_jax.interop.torch_io import StateDict, find_weights_file, load_state_dict
 
 logger = logging.getLogger(__name__)
 
 # Heads of Wav2Vec2ForCTC / ForPreTraining / classifiers: present in many checkpoints, not part of the encoder.
 _HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_hid.", "project_q.", "masked_spec_embed", "projector.", "classifier.")
 _POS_CONV = "encoder.pos_conv_embed.conv."
-
-
-def torch_key(flax_path: tuple[str, ...]) -> str:
-    """The transformers Wav2Vec2Model key of a Flax parameter path, e.g. ('encoder', 'layers_0', ..., 'kernel')."""
-    *modules, leaf = flax_path
-    modules = [re.sub(r"^(conv_layers|layers)_(\d+)$", r"\1.\2", m) for m in modules]
-    return ".".join(modules + ["bias" if leaf == "bias" else "weight"])
-
-
-def _to_flax_layout(w: np.ndarray, leaf: str) -> np.ndarray:
-    if leaf != "kernel":
-        return w
-    # Linear [out, in] -> [in, out]; Conv1d [out, in, width] -> [width, in, out].
-    return w.T if w.ndim == 2 else w.transpose(2, 1, 0)
 
 
 def _pos_conv_weight(sd: StateDict, path: str) -> np.ndarray:
@@ -58,39 +50,21 @@ def _pos_conv_weight(sd: StateDict, path: str) -> np.ndarray:
 def params_from_state_dict(sd: StateDict, config: Wav2Vec2Config, path: str = "<state dict>") -> dict[str, Any]:
     """Flax params {'params': ...} from a transformers wav2vec2 state dict; `path` names the source in errors."""
     sd = {k.removeprefix("wav2vec2."): v for k, v in sd.items()}
+    sd[_POS_CONV + "weight"] = _pos_conv_weight(sd, path)
     module = Wav2Vec2Model(config)
-    n = config.receptive_field_samples
-    shapes = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, n), jnp.float32))["params"]
-    flat = {}
-    for key_path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
-        flax_path = tuple(k.key for k in key_path)
-        key = torch_key(flax_path)
-        if key == _POS_CONV + "weight":
-            w = _pos_conv_weight(sd, path)
-        elif key in sd:
-            w = sd.pop(key)
-        else:
-            raise CheckpointError(f"{path}: missing key {key!r} (Flax parameter {'/'.join(flax_path)})")
-        w = _to_flax_layout(np.asarray(w, dtype=np.float32), flax_path[-1])
-        if w.shape != leaf.shape:
-            raise CheckpointError(
-                f"{path}: key {key!r} has shape {w.shape} in Flax layout, the config asks for {leaf.shape}; "
-                "does config.json belong to these weights?"
-            )
-        flat[flax_path] = jnp.asarray(w)
-    heads = sorted(k for k in sd if k.startswith(_HEAD_PREFIXES))
-    unexpected = sorted(k for k in sd if not k.startswith(_HEAD_PREFIXES))
+    dummy = jnp.zeros((1, config.receptive_field_samples), jnp.float32)
+    template = zeros_template(jax.eval_shape(module.init, jax.random.key(0), dummy)["params"])
+    params, missing, unused = torch_state_to_flax(sd, template, path)
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} wav2vec2 keys missing: {missing}; is the checkpoint complete "
+                              "and made for the config.json beside it?")
+    heads = [k for k in unused if k.startswith(_HEAD_PREFIXES)]
+    unexpected = [k for k in unused if not k.startswith(_HEAD_PREFIXES)]
     if heads:
         logger.info("%s: ignoring %d head parameters not used by the encoder (%s)", path, len(heads), ", ".join(heads))
     if unexpected:
         logger.warning("%s: %d unused keys: %s", path, len(unexpected), ", ".join(unexpected))
-    tree: dict[str, Any] = {}
-    for flax_path, w in flat.items():
-        node = tree
-        for k in flax_path[:-1]:
-            node = node.setdefault(k, {})
-        node[flax_path[-1]] = w
-    return {"params": tree}
+    return {"params": jax.tree.map(jnp.asarray, params)}
 
 
 def load_wav2vec2(folder: str) -> tuple[Wav2Vec2Model, dict[str, Any], Wav2Vec2Config]:

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from emo_jax.interop.torch_io import CheckpointError
+from emo_jax.errors import CheckpointError
 from emo_jax.models.attention import Attention
 from emo_jax.models.layers import Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm
 

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from emo_jax.config import ConfigError, model_config
+from emo_jax.config import model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
+from emo_jax.errors import ConfigError
 from emo_jax.models.emo import EMO, EMOConfig, face_mask_size
 
 GUIDANCE_MODES = ("separate", "joint", "none")

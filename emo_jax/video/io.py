@@ -12,9 +12,7 @@ import av
 import numpy as np
 from PIL import Image
 
-
-class VideoError(ValueError):
-    """A video file is missing, unreadable, or an argument describing video data is invalid."""
+from emo_jax.errors import VideoError
 
 
 @dataclasses.dataclass(frozen=True)

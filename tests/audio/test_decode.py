@@ -3,7 +3,8 @@ import av
 import numpy as np
 import pytest
 
-from emo_jax.audio import AudioError, load_audio, normalize_audio
+from emo_jax.audio import load_audio, normalize_audio
+from emo_jax.errors import AudioError
 
 
 def _write(path, codec, rate, layout, samples, fmt, video=False):

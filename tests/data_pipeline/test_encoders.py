@@ -12,9 +12,9 @@ import data_pipeline.prepare as prepare_module
 from data_pipeline.prepare import input_id, main, prepare
 from data_pipeline.schema import decode_jpeg, decode_record
 from emo_jax.audio.features import audio_features
-from emo_jax.audio.wav2vec2_import import load_wav2vec2
+from emo_jax.interop.vae_import import load_vae
+from emo_jax.interop.wav2vec2_import import load_wav2vec2
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.models.vae_io import load_vae
 from synthetic_videos import FPS, TEST_CONFIG
 from tiny_encoders import WAV2VEC
 

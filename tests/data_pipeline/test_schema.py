@@ -3,7 +3,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from data_pipeline.schema import SCHEMA_VERSION, SchemaError, SegmentRecord, decode_record, encode_record
+from data_pipeline.schema import SCHEMA_VERSION, SegmentRecord, decode_record, encode_record
+from emo_jax.errors import SchemaError
 
 
 def _record(t: int = 3) -> SegmentRecord:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from emo_jax.config import ConfigError, load_config, model_config, parse_config_args
+from emo_jax.config import load_config, model_config, parse_config_args
+from emo_jax.errors import ConfigError
 from emo_jax.models.emo import EMO, example_inputs
 from emo_jax.models.partitioning import init_params
 from emo_jax.models.unet import UNet

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from emo_jax.errors import CheckpointError
 from emo_jax.interop.sd_unet import import_unet_params, load_unet_state, unet_config_from_diffusers
-from emo_jax.interop.torch_io import CheckpointError
 from emo_jax.models.unet import UNet
 from tests.helpers import TINY_DIFFUSERS_UNET, randomize_torch_module, rel_err
 

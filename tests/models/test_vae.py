@@ -1,25 +1,14 @@
-"""VAE: parity with diffusers' AutoencoderKL on random tiny weights, loading, chunked encode/decode."""
-import json
-import os
-import re
-import shutil
-
+"""VAE: parity with diffusers' AutoencoderKL on random tiny weights, chunked encode/decode."""
 import jax
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL as TorchAutoencoderKL
-from flax import traverse_util
-from safetensors.torch import load_file, save_file
 
-from emo_jax.interop.torch_io import CheckpointError
+from emo_jax.interop.vae_import import load_vae
 from emo_jax.models.vae import AutoencoderKL
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.models.vae_io import load_vae
-
-TINY = dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, latent_channels=4,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
-WEIGHTS = "diffusion_pytorch_model.safetensors"
+from tests.helpers import TINY_DIFFUSERS_VAE
 
 
 def rel_err(a, b) -> float:
@@ -29,7 +18,7 @@ def rel_err(a, b) -> float:
 @pytest.fixture(scope="module")
 def torch_vae():
     torch.manual_seed(0)
-    vae = TorchAutoencoderKL(**TINY).eval()
+    vae = TorchAutoencoderKL(**TINY_DIFFUSERS_VAE).eval()
     # Small conv weights and biases keep the variance seen by each GroupNorm near 1e-3, where its eps (1e-6 in the
     # VAE) moves the output by far more than 1e-4; with unit-variance activations a wrong eps would pass.
     with torch.no_grad():
@@ -47,7 +36,6 @@ def torch_vae():
 def folders(torch_vae, tmp_path_factory):
     root = tmp_path_factory.mktemp("sd")
     torch_vae.save_pretrained(root / "vae")
-    torch_vae.save_pretrained(root / "vae_bin", safe_serialization=False)
     return root
 
 
@@ -84,71 +72,6 @@ def test_decoder_matches_diffusers(torch_vae, loaded):
     got = jax.jit(lambda p, v: module.apply({"params": p}, v, method=AutoencoderKL.decode))(params, z)
     assert got.shape == (2, 32, 32, 3)
     assert rel_err(got, want) < 1e-4
-
-
-def test_bin_checkpoint_gives_the_same_params(folders, loaded):
-    assert os.path.isfile(folders / "vae_bin" / "diffusion_pytorch_model.bin")
-    assert not os.path.exists(folders / "vae_bin" / WEIGHTS)
-    _, params_bin, _ = load_vae(str(folders / "vae_bin"))
-    flat, flat_bin = traverse_util.flatten_dict(loaded[1]), traverse_util.flatten_dict(params_bin)
-    assert flat.keys() == flat_bin.keys()
-    assert all(np.array_equal(flat[k], flat_bin[k]) for k in flat)
-
-
-def test_deprecated_attention_key_names_load(folders, loaded, tmp_path):
-    state = load_file(folders / "vae" / WEIGHTS)
-    renames = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
-    old = {}
-    for key, value in state.items():
-        for new, dep in renames.items():
-            key = key.replace(f".attentions.0.{new}.", f".attentions.0.{dep}.")
-        old[key] = value
-    assert "decoder.mid_block.attentions.0.proj_attn.weight" in old
-    shutil.copy(folders / "vae" / "config.json", tmp_path / "config.json")
-    save_file(old, tmp_path / WEIGHTS)
-    _, params, _ = load_vae(str(tmp_path))
-    got = params["decoder"]["mid_block"]["attentions_0"]["to_out_0"]["kernel"]
-    want = loaded[1]["decoder"]["mid_block"]["attentions_0"]["to_out_0"]["kernel"]
-    assert np.array_equal(got, want)
-
-
-def test_missing_folder_names_the_path(tmp_path):
-    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "nowhere" / "vae"))):
-        load_vae(str(tmp_path / "nowhere" / "vae"))
-
-
-def test_missing_weights_file_names_the_folder(folders, tmp_path):
-    shutil.copy(folders / "vae" / "config.json", tmp_path / "config.json")
-    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path))):
-        load_vae(str(tmp_path))
-
-
-def test_wrong_shape_names_file_and_key(folders, tmp_path):
-    state = load_file(folders / "vae" / WEIGHTS)
-    state["decoder.conv_out.weight"] = torch.zeros(3, 32, 1, 1)
-    shutil.copy(folders / "vae" / "config.json", tmp_path / "config.json")
-    save_file(state, tmp_path / WEIGHTS)
-    with pytest.raises(CheckpointError) as err:
-        load_vae(str(tmp_path))
-    assert str(tmp_path / WEIGHTS) in str(err.value) and "decoder.conv_out.weight" in str(err.value)
-
-
-def test_missing_key_is_listed(folders, tmp_path):
-    state = load_file(folders / "vae" / WEIGHTS)
-    del state["encoder.mid_block.attentions.0.group_norm.bias"]
-    shutil.copy(folders / "vae" / "config.json", tmp_path / "config.json")
-    save_file(state, tmp_path / WEIGHTS)
-    with pytest.raises(CheckpointError, match=r"encoder\.mid_block\.attentions\.0\.group_norm\.bias"):
-        load_vae(str(tmp_path))
-
-
-def test_unsupported_config_names_the_key(folders, tmp_path):
-    config = json.loads((folders / "vae" / "config.json").read_text())
-    config["use_quant_conv"] = False
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    shutil.copy(folders / "vae" / WEIGHTS, tmp_path / WEIGHTS)
-    with pytest.raises(CheckpointError, match="use_quant_conv"):
-        load_vae(str(tmp_path))
 
 
 def test_chunked_decode_equals_one_shot(loaded):

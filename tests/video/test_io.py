@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_jax.video import VideoError, contact_sheet, read_video, video_info, write_video
+from emo_jax.errors import VideoError
+from emo_jax.video import contact_sheet, read_video, video_info, write_video
 
 
 def _ramp_frames(n: int, h: int = 64, w: int = 96) -> np.ndarray:
