@@ -2,9 +2,9 @@
 
     python benchmarks/sampler.py [--config configs/tiny.py:stage2] [--clips 8] [--out benchmarks/results/sampler.json]
 
-Both samplers do the same math from the same pieces of emo_jax.sample.sampler (guided_output, motion_for_clip,
+Both samplers do the same math from the same pieces of emo_jax.sample.sampler (guided_output, clip_condition,
 clip_noise, ddim_step): the scan sampler as one compiled chunk program per `clips_per_chunk` clips, the loop
-sampler as a jitted motion-feature call per clip and a jitted guided DDIM step per step, driven from Python.
+sampler as a jitted clip-condition call per clip and a jitted guided DDIM step per step, driven from Python.
 A random model (fixed seed, zero-initialised layers given values) and random audio features stand in for
 trained weights and wav2vec2, which do not change the cost. Compile time = first run - steady run.
 """
@@ -27,7 +27,7 @@ from emo_jax.config import parse_config_args  # noqa: E402
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule  # noqa: E402
 from emo_jax.models.emo import EMO  # noqa: E402
 from emo_jax.sample.generate import random_model_params  # noqa: E402
-from emo_jax.sample.sampler import Sampler, clip_noise, guided_output, motion_for_clip  # noqa: E402
+from emo_jax.sample.sampler import Sampler, clip_condition, clip_noise, guided_output  # noqa: E402
 
 
 class LoopSampler:
@@ -39,7 +39,8 @@ class LoopSampler:
                                       rescale_zero_terminal_snr=spec.zero_terminal_snr)
         self.pairs = list(zip(*(np.asarray(a) for a in ddim_step_pairs(
             ddim_timesteps(self.schedule, spec.steps, spec.spacing)))))
-        self.motion = jax.jit(lambda params, ref, prev, first: motion_for_clip(model, params, ref, prev, first))
+        self.condition = jax.jit(lambda params, ref, audio, mask, prev, first: clip_condition(
+            model, params, ref, audio, None, mask, prev, first))
 
         def step(params, x, t, t_prev, cond, scales):
             out = guided_output(model, params, spec.guidance, x, t, cond, scales)
@@ -57,8 +58,7 @@ class LoopSampler:
         for index in range(s.num_clips(len(audio_TCLD))):
             audio = audio_TCLD[index * f:(index + 1) * f]
             audio = np.concatenate([audio, np.zeros((f - len(audio),) + audio.shape[1:], audio.dtype)])
-            cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": jnp.asarray(audio)[None], "face_mask_1HW1": mask,
-                    "motion": self.motion(s.params, ref, previous, jnp.asarray(index == 0))}
+            cond = self.condition(s.params, ref, jnp.asarray(audio), mask, previous, jnp.asarray(index == 0))
             x = clip_noise(key, jnp.int32(index), (1, f) + s.latent_shape)
             for t, t_prev in self.pairs:
                 x = self.step(s.params, x, t, t_prev, cond, scales)

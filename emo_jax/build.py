@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from emo_jax.config import model_config, unet_config
+from emo_jax.models.condition import UNetCondition
 from emo_jax.models.emo import EMO, example_inputs
 from emo_jax.models.unet import UNet
 from emo_jax.models.vae import AutoencoderKL, VAEConfig
@@ -28,7 +29,7 @@ def build_model(config: ml_collections.ConfigDict, batch: int = 1, frames: int |
         u = unet_config(config)
         size = m.latent_size
         inputs = {"x_NHWC": jnp.zeros((batch, size, size, u.in_channels)), "t_N": jnp.zeros((batch,), jnp.int32),
-                  "cond": {"text": jnp.zeros((batch, 77, u.cross_attention_dim))}}
+                  "cond": UNetCondition(text=jnp.zeros((batch, 77, u.cross_attention_dim)))}
         return UNet(u), inputs
     if m.mode != "emo":
         raise ValueError(f"model.mode must be 'emo' or 'sd', not {m.mode!r}")

@@ -36,6 +36,7 @@ from emo_jax.build import abstract_params, vae_config
 from emo_jax.config import ConfigError, model_config
 from emo_jax.interop.keys import flax_path_to_torch, from_torch_layout, to_torch_layout
 from emo_jax.interop.torch_io import CheckpointError, load_state_dict, save_state_dict
+from emo_jax.models.condition import UNetCondition
 from emo_jax.models.temporal import sinusoidal_positions
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
@@ -116,7 +117,7 @@ def unet_fillers(u: UNetConfig, present: set[str], dtype: Any) -> dict[str, np.n
                                     temporal=False, speed_attention=False)
     size = u.downsample_factor
     abstract = jax.eval_shape(UNet(sd_shaped).init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, u.in_channels)),
-                              jnp.zeros((1,)), {"text": jnp.zeros((1, 1, u.cross_attention_dim))})
+                              jnp.zeros((1,)), UNetCondition(text=jnp.zeros((1, 1, u.cross_attention_dim))))
     fillers = {}
     for path, leaf in traverse_util.flatten_dict(nn.unbox(abstract["params"])).items():
         key = flax_path_to_torch(path)

@@ -7,6 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emo_jax.models.condition import Condition, ReferenceFeatures, UNetCondition
 from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
@@ -61,58 +62,57 @@ class EMO(nn.Module):
             self.speed_encoder = SpeedEncoder(cfg.speed_centres, cfg.speed_radii, cfg.speed_context,
                                               cfg.speed_tokens, u.speed_dim, cfg.speed_hidden, **kw)
 
-    def reference_features(self, latents_NHWC):
-        """ReferenceNet at timestep 0: {'ref_tokens': [N, L, C] per block, 'motion': [N, H, W, C] per module}."""
+    def reference_features(self, latents_NHWC) -> ReferenceFeatures:
+        """The ReferenceNet at timestep 0, its features keyed by the backbone module that reads them."""
         t = jnp.zeros((latents_NHWC.shape[0],), jnp.float32)
         return self.reference_net(latents_NHWC, t, features_only=True)
 
-    def motion_features(self, ref_feats: dict, motion_latents_BNHWC=None, motion_keep_B=None):
-        """The motion modules' extra frames: ReferenceNet features of the previous clip's last n latents."""
+    def motion_features(self, ref: ReferenceFeatures, motion_latents_BNHWC=None, motion_keep_B=None) -> dict:
+        """The motion modules' extra frames [B * n, H, W, C] per module: the ReferenceNet features of the previous
+        clip's last n latents (before the first clip: zeros or the reference, as model.first_clip_motion says)."""
         n = self.cfg.motion_frames
-        ref_motion = ref_feats["motion"]
-        b = ref_motion[0].shape[0]
+        b = next(iter(ref.motion.values())).shape[0]
         if motion_latents_BNHWC is None:
             if self.cfg.first_clip_motion == "zeros":
-                return [jnp.zeros((b * n,) + m.shape[1:], m.dtype) for m in ref_motion]
-            return [jnp.repeat(m, n, axis=0) for m in ref_motion]
+                return {k: jnp.zeros((b * n,) + m.shape[1:], m.dtype) for k, m in ref.motion.items()}
+            return {k: jnp.repeat(m, n, axis=0) for k, m in ref.motion.items()}
         if motion_latents_BNHWC.shape[1] != n:
             raise ValueError(f"got {motion_latents_BNHWC.shape[1]} motion frames, the config says "
                              f"model.motion_frames={n}")
-        feats = self.reference_features(motion_latents_BNHWC.reshape((-1,) + motion_latents_BNHWC.shape[2:]))["motion"]
+        feats = self.reference_features(motion_latents_BNHWC.reshape((-1,) + motion_latents_BNHWC.shape[2:])).motion
         if motion_keep_B is not None:
-            keep = jnp.repeat(motion_keep_B, n).astype(feats[0].dtype)[:, None, None, None]
-            feats = [f * keep for f in feats]
+            keep = jnp.repeat(motion_keep_B, n)[:, None, None, None]
+            feats = {k: f * keep.astype(f.dtype) for k, f in feats.items()}
         return feats
 
-    def denoise(self, x_BFHWC, t_B, ref_tokens, motion=None, audio_BFCLD=None, face_mask_BHW1=None, speed_BF=None,
-                ref_keep_B=None, audio_keep_B=None):
-        """Noise (or v) prediction for a clip [B, F, h, w, 4] given precomputed ReferenceNet features."""
+    def denoise(self, x_BFHWC, t_B, cond: Condition):
+        """Noise (or v) prediction for a clip [B, F, h, w, 4] under `cond` (ReferenceNet features precomputed)."""
         cfg, u = self.cfg, self.cfg.unet
         b, f = x_BFHWC.shape[:2]
-        per_frame = lambda a: None if a is None else jnp.repeat(a, f, axis=0)
-        cond = {"ref_tokens": [per_frame(r) for r in ref_tokens], "ref_keep": per_frame(ref_keep_B),
-                "num_frames": f, "motion": motion}
+        per_frame = lambda a: None if a is None else jnp.repeat(a, f, axis=0)  # noqa: E731
+        unet_cond = UNetCondition(ref_tokens={k: per_frame(r) for k, r in cond.ref_tokens.items()},
+                                  ref_keep=per_frame(cond.ref_keep), motion=cond.motion, num_frames=f)
         if u.audio_attention:
-            if audio_BFCLD is None:
+            if cond.audio is None:
                 raise ValueError("this model has audio-attention; pass per-frame audio features [B, F, 2m+1, L, D]")
             expected = (b, f, 2 * cfg.audio_context + 1, cfg.audio_layers, cfg.audio_feature_dim)
-            if tuple(audio_BFCLD.shape) != expected:
-                raise ValueError(f"audio features have shape {tuple(audio_BFCLD.shape)}, expected {expected} "
+            if tuple(cond.audio.shape) != expected:
+                raise ValueError(f"audio features have shape {tuple(cond.audio.shape)}, expected {expected} "
                                  "(batch, frames of the clip, context window, wav2vec layers, feature size)")
-            cond["audio"] = self.audio_proj(audio_BFCLD.reshape((b * f,) + audio_BFCLD.shape[2:]))
-            cond["audio_keep"] = per_frame(audio_keep_B)
+            unet_cond = unet_cond.replace(audio=self.audio_proj(cond.audio.reshape((b * f,) + cond.audio.shape[2:])),
+                                          audio_keep=per_frame(cond.audio_keep))
         if u.speed_attention:
-            if speed_BF is None or speed_BF.shape != (b, f):
+            if cond.speed is None or cond.speed.shape != (b, f):
                 raise ValueError(f"this model has speed layers; pass per-frame head speeds of shape {(b, f)}")
-            cond["speed"] = self.speed_encoder(speed_BF)
+            unet_cond = unet_cond.replace(speed=self.speed_encoder(cond.speed))
         residual = None
         if cfg.face_locator:
-            if face_mask_BHW1 is None:
+            if cond.face_mask is None:
                 raise ValueError("this model has a face locator; pass the face mask [B, H, W, 1] at the latent size "
                                  "times 2^(len(face_locator.channels) - 1)")
-            residual = per_frame(self.face_locator(face_mask_BHW1))
+            residual = per_frame(self.face_locator(cond.face_mask))
         t_N = jnp.repeat(jnp.asarray(t_B), f)
-        out = self.backbone(x_BFHWC.reshape((b * f,) + x_BFHWC.shape[2:]), t_N, cond, conv_in_residual=residual)
+        out = self.backbone(x_BFHWC.reshape((b * f,) + x_BFHWC.shape[2:]), t_N, unet_cond, conv_in_residual=residual)
         return out.reshape(x_BFHWC.shape[:2] + out.shape[1:])
 
     def __call__(self, x_BFHWC, t_B, ref_latent_BHWC, motion_latents_BNHWC=None, audio_BFCLD=None,
@@ -122,8 +122,9 @@ class EMO(nn.Module):
             raise ValueError(f"{x_BFHWC.shape[0]} clips but {ref_latent_BHWC.shape[0]} reference latents")
         ref = self.reference_features(ref_latent_BHWC)
         motion = self.motion_features(ref, motion_latents_BNHWC, motion_keep_B) if self.cfg.unet.temporal else None
-        return self.denoise(x_BFHWC, t_B, ref["ref_tokens"], motion, audio_BFCLD, face_mask_BHW1, speed_BF,
-                            ref_keep_B, audio_keep_B)
+        cond = Condition(ref_tokens=ref.tokens, motion=motion, audio=audio_BFCLD, face_mask=face_mask_BHW1,
+                         speed=speed_BF, ref_keep=ref_keep_B, audio_keep=audio_keep_B)
+        return self.denoise(x_BFHWC, t_B, cond)
 
 
 def face_mask_size(cfg: EMOConfig, latent_size: int) -> int:

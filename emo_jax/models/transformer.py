@@ -5,6 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from emo_jax.models.attention import Attention
+from emo_jax.models.condition import UNetCondition
 from emo_jax.models.layers import FeedForward, conv, group_norm, layer_norm
 from emo_jax.models.partitioning import constrain
 from emo_jax.models.unet_config import UNetConfig
@@ -49,23 +50,23 @@ class TransformerBlock(nn.Module):
 
 
 class Transformer2D(nn.Module):
-    """GroupNorm -> 1x1 conv in -> transformer block(s) -> 1x1 conv out, plus the residual."""
+    """GroupNorm -> 1x1 conv in -> transformer block -> 1x1 conv out, plus the residual.
+
+    Returns the output and the block's self-attention input (what a ReferenceNet hands the backbone).
+    """
 
     dim: int
     cfg: UNetConfig
 
     @nn.compact
-    def __call__(self, x_NHWC, cond: dict):
+    def __call__(self, x_NHWC, cond: UNetCondition, ref_NLC=None):
         cfg = self.cfg
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
         n, hgt, wid, c = x_NHWC.shape
         h = group_norm(cfg.norm_groups, 1e-6, name="norm", **kw)(x_NHWC)
         h = conv(self.dim, kernel=1, name="proj_in", **kw)(h).reshape(n, hgt * wid, self.dim)
         block_cls = nn.remat(TransformerBlock) if cfg.remat else TransformerBlock
-        ref = cond.get("ref_tokens")
         h, feature = block_cls(self.dim, cfg, name="transformer_blocks_0")(
-            h, cond.get("text"), None if ref is None else ref.pop(0), cond.get("ref_keep"), cond.get("audio"),
-            cond.get("audio_keep"))
-        cond.setdefault("features", []).append(feature)
+            h, cond.text, ref_NLC, cond.ref_keep, cond.audio, cond.audio_keep)
         h = conv(c, kernel=1, name="proj_out", **kw)(h.reshape(n, hgt, wid, self.dim))
-        return x_NHWC + h
+        return x_NHWC + h, feature

@@ -8,29 +8,16 @@ the config switches them on, so `sd` mode is exactly SD1.5's UNet.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax.numpy as jnp
 
+from emo_jax.models.condition import ReferenceFeatures, UNetCondition, check_keys
 from emo_jax.models.layers import Downsample2D, ResnetBlock2D, TimestepEmbedding, Upsample2D, conv, group_norm
 from emo_jax.models.layers import timestep_embedding
 from emo_jax.models.partitioning import constrain
 from emo_jax.models.temporal import MotionModule
 from emo_jax.models.transformer import Transformer2D
 from emo_jax.models.unet_config import UNetConfig
-
-
-class _Context:
-    """Per-call conditioning that the layers consume in traversal order (ReferenceNet and backbone agree on it)."""
-
-    def __init__(self, cond: dict, collect: bool):
-        self.cond = dict(cond)
-        if self.cond.get("ref_tokens") is not None:
-            self.cond["ref_tokens"] = list(self.cond["ref_tokens"])
-        self.motion = list(cond.get("motion") or [])
-        self.collect = collect
-        self.motion_points: list[Any] = []
 
 
 _RematResnetBlock2D = nn.remat(ResnetBlock2D)
@@ -46,28 +33,39 @@ class UNet(nn.Module):
         block_cls = _RematResnetBlock2D if self.cfg.remat_resnets else ResnetBlock2D
         return block_cls(ch, groups=self.cfg.norm_groups, eps=1e-5, name=name, **self._kw())
 
-    def _motion_point(self, h, ctx: _Context, block: str, j: int):
-        """Where AnimateDiff puts a motion module: record the features (ReferenceNet) or run the module."""
-        if ctx.collect:
-            ctx.motion_points.append(h)
+    def _attention(self, h, cond: UNetCondition, ch: int, name: str, features: dict):
+        """A spatial transformer reading the ReferenceNet tokens of its own name; records its block's features."""
+        ref = None
+        if cond.ref_tokens is not None:
+            if name not in cond.ref_tokens:
+                raise ValueError(f"no ReferenceNet tokens for {name}; the ReferenceNet features come from a UNet of "
+                                 f"another shape (they have {sorted(cond.ref_tokens)[:4]}...)")
+            ref = cond.ref_tokens[name]
+        h, features[name] = Transformer2D(ch, self.cfg, name=name)(h, cond, ref)
+        return h
+
+    def _motion_point(self, h, cond: UNetCondition, name: str, collect: bool, points: dict):
+        """Where AnimateDiff puts a motion module `name`: record the features (ReferenceNet) or run the module."""
+        if collect:
+            points[name] = h
         elif self.cfg.temporal:
-            motion = ctx.motion.pop(0) if ctx.motion else None
-            h = MotionModule(h.shape[-1], self.cfg, name=f"{block}__motion_modules_{j}")(
-                h, ctx.cond["num_frames"], motion, ctx.cond.get("speed"))
+            motion = None
+            if cond.motion is not None:
+                if name not in cond.motion:
+                    raise ValueError(f"no motion-frame features for {name}; they have {sorted(cond.motion)[:4]}...")
+                motion = cond.motion[name]
+            points[name] = h
+            h = MotionModule(h.shape[-1], self.cfg, name=name)(h, cond.num_frames, motion, cond.speed)
         return h
 
     @nn.compact
-    def __call__(self, x_NHWC, t_N, cond: dict | None = None, conv_in_residual=None, features_only: bool = False):
-        """Predicts noise for x_NHWC at timesteps t_N; with features_only, returns the ReferenceNet features.
-
-        cond: text [N, S, D]; ref_tokens (list, one [N, L, C] per transformer block); ref_keep [N] bool;
-        audio [N, K, D]; audio_keep [N]; num_frames (frames per video, N = B * num_frames); motion (list of
-        [B * n, H, W, C], one per motion module); speed [N, K, D].
-        """
+    def __call__(self, x_NHWC, t_N, cond: UNetCondition | None = None, conv_in_residual=None,
+                 features_only: bool = False):
+        """Predicts noise for x_NHWC at timesteps t_N; with features_only, returns the ReferenceFeatures."""
         cfg, kw = self.cfg, self._kw()
-        ctx = _Context(cond or {}, collect=features_only)
+        cond = UNetCondition() if cond is None else cond
         if features_only:
-            ctx.cond["ref_tokens"] = None
+            cond = cond.replace(ref_tokens=None)
         factor = cfg.downsample_factor
         if x_NHWC.shape[1] % factor or x_NHWC.shape[2] % factor:
             raise ValueError(f"latent size {x_NHWC.shape[1:3]} must divide by the UNet's downsampling {factor} "
@@ -81,13 +79,16 @@ class UNet(nn.Module):
             h = h + conv_in_residual.astype(h.dtype)
         h = constrain(h, ("batch", None, None, "act_embed"))
         skips = [h]
+        tokens: dict = {}  # transformer name -> its self-attention input
+        points: dict = {}  # motion-module name -> hidden states there
+        motion_point = lambda h, name: self._motion_point(h, cond, name, features_only, points)  # noqa: E731
         n_levels = len(cfg.block_out_channels)
         for i, ch in enumerate(cfg.block_out_channels):
             for j in range(cfg.layers_per_block):
                 h = self._resnet(ch, f"down_blocks_{i}__resnets_{j}")(h, temb)
                 if cfg.attention_levels[i]:
-                    h = Transformer2D(ch, cfg, name=f"down_blocks_{i}__attentions_{j}")(h, ctx.cond)
-                h = self._motion_point(h, ctx, f"down_blocks_{i}", j)
+                    h = self._attention(h, cond, ch, f"down_blocks_{i}__attentions_{j}", tokens)
+                h = motion_point(h, f"down_blocks_{i}__motion_modules_{j}")
                 skips.append(h)
             if i < n_levels - 1:
                 h = Downsample2D(ch, name=f"down_blocks_{i}__downsamplers_0", **kw)(h)
@@ -95,8 +96,8 @@ class UNet(nn.Module):
 
         mid = cfg.block_out_channels[-1]
         h = self._resnet(mid, "mid_block__resnets_0")(h, temb)
-        h = Transformer2D(mid, cfg, name="mid_block__attentions_0")(h, ctx.cond)
-        h = self._motion_point(h, ctx, "mid_block", 0)
+        h = self._attention(h, cond, mid, "mid_block__attentions_0", tokens)
+        h = motion_point(h, "mid_block__motion_modules_0")
         h = self._resnet(mid, "mid_block__resnets_1")(h, temb)
 
         rev_channels = list(reversed(cfg.block_out_channels))
@@ -106,13 +107,15 @@ class UNet(nn.Module):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
                 h = self._resnet(ch, f"up_blocks_{i}__resnets_{j}")(h, temb)
                 if rev_attention[i]:
-                    h = Transformer2D(ch, cfg, name=f"up_blocks_{i}__attentions_{j}")(h, ctx.cond)
-                h = self._motion_point(h, ctx, f"up_blocks_{i}", j)
+                    h = self._attention(h, cond, ch, f"up_blocks_{i}__attentions_{j}", tokens)
+                h = motion_point(h, f"up_blocks_{i}__motion_modules_{j}")
             if i < n_levels - 1:
                 h = Upsample2D(ch, name=f"up_blocks_{i}__upsamplers_0", **kw)(h)
-        assert not skips and not ctx.motion, "every skip connection and motion feature must be consumed"
+        assert not skips, "every skip connection must be consumed"
 
         if features_only:
-            return {"ref_tokens": ctx.cond.get("features", []), "motion": ctx.motion_points}
+            return ReferenceFeatures(tokens=tokens, motion=points)
+        check_keys("the ReferenceNet tokens", cond.ref_tokens, list(tokens))
+        check_keys("the motion-frame features", cond.motion, list(points))
         h = nn.silu(group_norm(cfg.norm_groups, 1e-5, name="conv_norm_out", **kw)(h))
         return conv(cfg.out_channels, name="conv_out", **kw)(h).astype(jnp.float32)

@@ -27,6 +27,7 @@ from emo_jax.config import model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
 from emo_jax.errors import ConfigError
+from emo_jax.models.condition import Condition, ReferenceFeatures
 from emo_jax.models.emo import EMO, EMOConfig, face_mask_size
 
 GUIDANCE_MODES = ("separate", "joint", "none")
@@ -88,21 +89,17 @@ def _tile(x: jax.Array, times: int) -> jax.Array:
     return jnp.concatenate([x] * times, axis=0) if times > 1 else x
 
 
-def guided_output(model: EMO, params: Any, mode: str, x_1FHWC: jax.Array, t: jax.Array, cond: dict,
+def guided_output(model: EMO, params: Any, mode: str, x_1FHWC: jax.Array, t: jax.Array, cond: Condition,
                   scales_2: jax.Array) -> jax.Array:
     """One batched forward of all guidance passes, combined; float32 [1, F, h, w, C]."""
     passes = _PASSES[mode]
     p = len(passes)
     keep = np.asarray(passes)
-    ref_keep = None if mode == "none" else jnp.asarray(keep[:, 0])
-    audio_keep = None if mode == "none" else jnp.asarray(keep[:, 1])
-    speed = cond.get("speed_1F")
-    out = model.apply(
-        {"params": params}, _tile(x_1FHWC, p), jnp.full((p,), t, jnp.int32),
-        [_tile(r, p) for r in cond["ref_tokens"]], [_tile(m, p) for m in cond["motion"]],
-        _tile(cond["audio_1FCLD"], p), _tile(cond["face_mask_1HW1"], p),
-        None if speed is None else _tile(speed, p), ref_keep, audio_keep, method=EMO.denoise,
-    ).astype(jnp.float32)
+    batched = jax.tree.map(lambda a: _tile(a, p), cond)
+    if mode != "none":
+        batched = batched.replace(ref_keep=jnp.asarray(keep[:, 0]), audio_keep=jnp.asarray(keep[:, 1]))
+    out = model.apply({"params": params}, _tile(x_1FHWC, p), jnp.full((p,), t, jnp.int32), batched,
+                      method=EMO.denoise).astype(jnp.float32)
     if mode == "separate":
         return separate_guidance(out[0:1], out[1:2], out[2:3], scales_2[0], scales_2[1])
     if mode == "joint":
@@ -110,7 +107,8 @@ def guided_output(model: EMO, params: Any, mode: str, x_1FHWC: jax.Array, t: jax
     return out
 
 
-def motion_for_clip(model: EMO, params: Any, ref: dict, previous_1NHWC: jax.Array, is_first: jax.Array) -> list:
+def motion_for_clip(model: EMO, params: Any, ref: ReferenceFeatures, previous_1NHWC: jax.Array,
+                    is_first: jax.Array) -> dict:
     """Motion-module features for a clip: the first clip's stand-in, else the ReferenceNet on the previous latents."""
     return jax.lax.cond(
         is_first,
@@ -120,18 +118,17 @@ def motion_for_clip(model: EMO, params: Any, ref: dict, previous_1NHWC: jax.Arra
     )
 
 
-def clip_condition(model: EMO, params: Any, ref: dict, audio_FCLD: jax.Array, speed_F: jax.Array | None,
-                   face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array, is_first: jax.Array) -> dict:
+def clip_condition(model: EMO, params: Any, ref: ReferenceFeatures, audio_FCLD: jax.Array,
+                   speed_F: jax.Array | None, face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array,
+                   is_first: jax.Array) -> Condition:
     """Everything one clip's denoising steps condition on (its motion features computed here, once)."""
-    cond = {"ref_tokens": ref["ref_tokens"], "audio_1FCLD": audio_FCLD[None], "face_mask_1HW1": face_mask_1HW1,
-            "motion": motion_for_clip(model, params, ref, previous_1NHWC, is_first)}
-    if speed_F is not None:
-        cond["speed_1F"] = speed_F[None]
-    return cond
+    return Condition(ref_tokens=ref.tokens, motion=motion_for_clip(model, params, ref, previous_1NHWC, is_first),
+                     audio=audio_FCLD[None], face_mask=face_mask_1HW1,
+                     speed=None if speed_F is None else speed_F[None])
 
 
 def guided_ddim_step(model: EMO, spec: SamplerSpec, schedule, params: Any, x_1FHWC: jax.Array, t: jax.Array,
-                     t_prev: jax.Array, cond: dict, scales_2: jax.Array) -> jax.Array:
+                     t_prev: jax.Array, cond: Condition, scales_2: jax.Array) -> jax.Array:
     """One DDIM step of a clip: all guidance passes in one forward, combined, then the update to t_prev."""
     out = guided_output(model, params, spec.guidance, x_1FHWC, t, cond, scales_2)
     return ddim_step(schedule, out, t, t_prev, x_1FHWC)
@@ -208,7 +205,7 @@ class Sampler:
     def num_clips(self, num_frames: int) -> int:
         return -(-num_frames // self.clip_frames)
 
-    def reference(self, ref_latent_1HWC: np.ndarray) -> dict:
+    def reference(self, ref_latent_1HWC: np.ndarray) -> ReferenceFeatures:
         """ReferenceNet features of the reference latent; computed once and reused by every clip."""
         return reference_program(self.cfg)(self.params, jnp.asarray(ref_latent_1HWC, jnp.float32))
 
@@ -229,7 +226,7 @@ class Sampler:
                 speed = speed.reshape(k, f).astype(np.float32)
             yield audio.reshape((k, f) + audio.shape[1:]).astype(np.float32), speed, real
 
-    def stream(self, ref: dict, audio_TCLD: np.ndarray, face_mask_HW: np.ndarray, seed: int,
+    def stream(self, ref: ReferenceFeatures, audio_TCLD: np.ndarray, face_mask_HW: np.ndarray, seed: int,
                ref_scale: float, audio_scale: float, speed_T: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Yields float32 latents [frames, h, w, C] chunk by chunk; len(audio_TCLD) frames in all.
 

@@ -49,7 +49,7 @@ def test_backbone_spatial_part_matches_diffusers(tiny_stage3, exported):
     text = rng.standard_normal((2, 3, config.model.unet.cross_attention_dim)).astype(np.float32)
     # The backbone without EMO's extras (no reference tokens, audio, motion, speed) is a plain SD UNet.
     plain = UNet(model_config(config).reference_unet)
-    ours = jax.jit(plain.apply)({"params": _subtree(params, "backbone")}, jnp.asarray(x), jnp.asarray(t), {})
+    ours = jax.jit(plain.apply)({"params": _subtree(params, "backbone")}, jnp.asarray(x), jnp.asarray(t))
     with torch.no_grad():
         ref = torch_unet(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t),
                          encoder_hidden_states=torch.from_numpy(text)).sample.permute(0, 2, 3, 1).numpy()
@@ -76,11 +76,15 @@ def test_reference_net_features_match_diffusers(tiny_stage3, exported):
         sample = torch_unet(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t),
                             encoder_hidden_states=torch.zeros(2, 1, config.model.unet.cross_attention_dim)).sample
     assert float(sample.abs().max()) == 0.0  # the ReferenceNet has no output head: zero conv_out filler
-    assert len(tokens) == len(feats["ref_tokens"]) == 7 and len(points) == len(feats["motion"]) == 7
-    for ours, ref in zip(feats["ref_tokens"], tokens):
-        assert rel_err(ours, ref.numpy()) < 1e-4
-    for ours, ref in zip(feats["motion"], points):
-        assert rel_err(ours, ref.permute(0, 2, 3, 1).numpy()) < 1e-4
+    # diffusers runs its blocks in the order our names list them; each feature sits under the module reading it.
+    names = [f"down_blocks_{i}__attentions_{j}" for i in range(2) for j in range(1)] + ["mid_block__attentions_0"] + [
+        f"up_blocks_{i}__attentions_{j}" for i in range(2) for j in range(2)]
+    assert list(feats.tokens) == names and len(tokens) == 7
+    assert list(feats.motion) == [n.replace("attentions", "motion_modules") for n in names] and len(points) == 7
+    for name, ref in zip(names, tokens):
+        assert rel_err(feats.tokens[name], ref.numpy()) < 1e-4
+    for name, ref in zip(feats.motion, points):
+        assert rel_err(feats.motion[name], ref.permute(0, 2, 3, 1).numpy()) < 1e-4
 
 
 def test_vae_matches_diffusers(tiny_stage3, exported):

@@ -10,6 +10,7 @@ from flax import traverse_util
 
 from emo_jax.config import load_config, model_config, parse_config_args
 from emo_jax.errors import ConfigError
+from emo_jax.models.condition import Condition, ReferenceFeatures
 from emo_jax.models.emo import EMO, example_inputs
 from emo_jax.models.partitioning import init_params
 from emo_jax.models.unet import UNet
@@ -122,7 +123,7 @@ def test_face_locator_residual_lands_where_the_face_mask_is():
         # Record what the backbone receives; skip both UNets (their outputs are not under test).
         if isinstance(context.module, UNet) and context.method_name == "__call__":
             if context.module.name == "reference_net":
-                return {"ref_tokens": [], "motion": []}
+                return ReferenceFeatures(tokens={}, motion={})
             residuals.append(np.asarray(kwargs["conv_in_residual"]))
             return jnp.zeros_like(args[0])
         return next_fun(*args, **kwargs)
@@ -134,6 +135,28 @@ def test_face_locator_residual_lands_where_the_face_mask_is():
     half = change.shape[0] // 2
     assert change.shape == (config.model.latent_size,) * 2
     assert change[:half, half:].sum() > 0.95 * change.sum() > 0
+
+
+def test_reference_and_motion_features_are_found_by_module_name(stage2):
+    """Features reach the backbone under the name of the module that reads them; a missing or extra one raises."""
+    _, model, params, inputs = stage2
+    apply = lambda method, *a: model.apply({"params": params}, *a, method=method)  # noqa: E731
+    ref = apply(EMO.reference_features, inputs["ref_latent_BHWC"])
+    motion = apply(EMO.motion_features, ref, inputs["motion_latents_BNHWC"])
+    assert "mid_block__attentions_0" in ref.tokens and "mid_block__motion_modules_0" in motion
+    cond = Condition(ref_tokens=ref.tokens, motion=motion, audio=inputs["audio_BFCLD"],
+                     face_mask=inputs["face_mask_BHW1"])
+    x, t = inputs["x_BFHWC"], inputs["t_B"]
+    assert rel_err(apply(EMO.denoise, x, t, cond), _apply(model)({"params": params}, **inputs)) < 1e-5
+    tokens = dict(ref.tokens)
+    tokens.pop("up_blocks_1__attentions_1")
+    with pytest.raises(ValueError, match=r"no ReferenceNet tokens for up_blocks_1__attentions_1"):
+        apply(EMO.denoise, x, t, cond.replace(ref_tokens=tokens))
+    extra = {**ref.tokens, "up_blocks_9__attentions_0": ref.tokens["mid_block__attentions_0"]}
+    with pytest.raises(ValueError, match=r"ReferenceNet tokens do not match .* not read \['up_blocks_9__attentions_0'\]"):
+        apply(EMO.denoise, x, t, cond.replace(ref_tokens=extra))
+    with pytest.raises(ValueError, match="no motion-frame features for mid_block__motion_modules_0"):
+        apply(EMO.denoise, x, t, cond.replace(motion={k: v for k, v in motion.items() if not k.startswith("mid")}))
 
 
 def test_dropped_reference_is_ignored(stage2):

@@ -7,6 +7,7 @@ from flax import linen as nn
 
 from emo_jax.errors import CheckpointError
 from emo_jax.interop.sd_unet import import_unet_params, load_unet_state, unet_config_from_diffusers
+from emo_jax.models.condition import UNetCondition
 from emo_jax.models.unet import UNet
 from tests.helpers import TINY_DIFFUSERS_UNET, randomize_torch_module, rel_err
 
@@ -29,7 +30,7 @@ def _import(folder):
     model = UNet(cfg)
     x = jnp.zeros((1, 16, 16, 4))
     template = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x, jnp.zeros((1,)),
-                                       {"text": jnp.zeros((1, 3, 16))})["params"])
+                                       UNetCondition(text=jnp.zeros((1, 3, 16))))["params"])
     template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
     state, path = load_unet_state(folder)
     params, kept = import_unet_params(template, state, path)
@@ -48,7 +49,7 @@ def test_sd_unet_matches_diffusers(tiny_sd, tmp_path, safe):
     x = rng.standard_normal((2, 16, 16, 4)).astype(np.float32)
     text = rng.standard_normal((2, 5, 16)).astype(np.float32)
     t = np.array([3, 781])
-    out = model.apply({"params": params}, jnp.asarray(x), jnp.asarray(t), {"text": jnp.asarray(text)})
+    out = model.apply({"params": params}, jnp.asarray(x), jnp.asarray(t), UNetCondition(text=jnp.asarray(text)))
     with torch.no_grad():
         ref = torch_model(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t),
                           encoder_hidden_states=torch.from_numpy(text)).sample.permute(0, 2, 3, 1).numpy()
@@ -77,4 +78,5 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 def test_latent_size_must_divide_by_downsampling(tiny_sd):
     model, params, _ = _import(tiny_sd[1])
     with pytest.raises(ValueError, match="must divide by the UNet's downsampling 2"):
-        model.apply({"params": params}, jnp.zeros((1, 15, 16, 4)), jnp.zeros((1,)), {"text": jnp.zeros((1, 3, 16))})
+        model.apply({"params": params}, jnp.zeros((1, 15, 16, 4)), jnp.zeros((1,)),
+                    UNetCondition(text=jnp.zeros((1, 3, 16))))

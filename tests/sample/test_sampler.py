@@ -12,6 +12,7 @@ from flax import traverse_util
 
 from emo_jax.config import load_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps
+from emo_jax.models.condition import ReferenceFeatures
 from emo_jax.models.emo import EMO
 from emo_jax.models.unet import UNet
 from emo_jax.sample.generate import random_model_params
@@ -174,16 +175,17 @@ N_STUB_MOTION = 2
 
 # A stand-in denoiser whose output is a known function of what it is given, so the test can compute the whole
 # long-form sampling by hand: out = 0.1 x + 0.2 (last motion frame) + 0.3 ref_keep + audio_keep * audio(frame).
-def _stub_denoise(x_PFHWC, t_P, ref_tokens, motion, audio_PFCLD, face_mask, speed, ref_keep_P, audio_keep_P):
-    last_motion = motion[0][:, -1:]
-    audio = audio_PFCLD.mean(axis=(2, 3, 4))[:, :, None, None, None]
+def _stub_denoise(x_PFHWC, t_P, cond):
+    last_motion = cond.motion["latents"][:, -1:]
+    audio = cond.audio.mean(axis=(2, 3, 4))[:, :, None, None, None]
     keep = lambda k: k.astype(jnp.float32)[:, None, None, None, None]  # noqa: E731
-    return 0.1 * x_PFHWC + 0.2 * last_motion + 0.3 * keep(ref_keep_P) + keep(audio_keep_P) * audio
+    return 0.1 * x_PFHWC + 0.2 * last_motion + 0.3 * keep(cond.ref_keep) + keep(cond.audio_keep) * audio
 
 
 def _stub_motion_features(ref_feats, motion_latents_1NHWC=None, motion_keep=None):
     """The 'features' handed to the stub denoiser are the motion latents themselves (zeros before clip 0)."""
-    return [jnp.zeros((1, N_STUB_MOTION, 4, 4, 4)) if motion_latents_1NHWC is None else motion_latents_1NHWC]
+    latents = jnp.zeros((1, N_STUB_MOTION, 4, 4, 4)) if motion_latents_1NHWC is None else motion_latents_1NHWC
+    return {"latents": latents}
 
 
 def _stub_emo(next_fun, args, kwargs, context):
@@ -240,7 +242,7 @@ def test_sampler_guidance_chaining_and_noise_equal_the_computation_by_hand(stub_
     audio = rng.standard_normal((frames, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim))
     audio = audio.astype(np.float32)
     mask = np.zeros((sampler.mask_size,) * 2, np.float32)
-    ref = {"ref_tokens": [], "motion": []}
+    ref = ReferenceFeatures(tokens={}, motion={})
     got = sampler.sample(ref, audio, mask, 3, 2.0, 0.5)
     assert got.shape == (frames, 4, 4, 4)
     assert rel_err(got, _by_hand(config, sampler.spec, audio, 3, 2.0, 0.5)) < 1e-5

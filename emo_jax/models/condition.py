@@ -1,0 +1,71 @@
+"""The named conditioning structures: what the ReferenceNet hands the backbone, what a clip is denoised under,
+and what the UNet's layers read. Features are keyed by the backbone module that reads them, so a block that is
+swapped or missing is an error, never a silent misalignment."""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.struct
+import jax
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class ReferenceFeatures:
+    """ReferenceNet features, keyed by the backbone module that reads them.
+
+    tokens: transformer name ('down_blocks_0__attentions_0') -> its block's self-attention input [N, L, C].
+    motion: motion-module name ('down_blocks_0__motion_modules_0') -> the hidden states where that module
+    sits [N, H, W, C].
+    """
+
+    tokens: dict[str, Array]
+    motion: dict[str, Array]
+
+
+@flax.struct.dataclass
+class Condition:
+    """What a clip of B videos x F frames is denoised under (EMO.denoise); absent conditions are None.
+
+    ref_tokens: ReferenceFeatures.tokens of the reference [B, L, C]; motion: motion-module features of the motion
+    frames [B * n, H, W, C] (EMO.motion_features); audio: per-frame wav2vec2 features [B, F, 2m+1, L, D];
+    face_mask: [B, H, W, 1]; speed: head speed per frame [B, F]; ref_keep / audio_keep: [B] bool, False where
+    classifier-free guidance drops that condition.
+    """
+
+    ref_tokens: dict[str, Array]
+    motion: Optional[dict[str, Array]] = None
+    audio: Optional[Array] = None
+    face_mask: Optional[Array] = None
+    speed: Optional[Array] = None
+    ref_keep: Optional[Array] = None
+    audio_keep: Optional[Array] = None
+
+
+@flax.struct.dataclass
+class UNetCondition:
+    """What the UNet's layers read, per frame (N = B * num_frames rows); absent conditions are None.
+
+    text [N, S, D] (sd mode); ref_tokens: transformer name -> [N, L, C]; ref_keep, audio_keep [N] bool;
+    audio [N, K, D] tokens; motion: motion-module name -> [B * n, H, W, C]; speed [N, K, D] tokens.
+    """
+
+    text: Optional[Array] = None
+    ref_tokens: Optional[dict[str, Array]] = None
+    ref_keep: Optional[Array] = None
+    audio: Optional[Array] = None
+    audio_keep: Optional[Array] = None
+    motion: Optional[dict[str, Array]] = None
+    speed: Optional[Array] = None
+    num_frames: int = flax.struct.field(pytree_node=False, default=1)
+
+
+def check_keys(what: str, given: dict | None, used: list[str]) -> None:
+    """Every feature the UNet looked up exists and every feature given was used, else a ValueError naming them."""
+    if given is None:
+        return
+    missing, leftover = sorted(set(used) - set(given)), sorted(set(given) - set(used))
+    if missing or leftover:
+        raise ValueError(f"{what} do not match this UNet's modules: missing {missing}, not read {leftover}; were "
+                         "they made by a ReferenceNet of the same config?")
