@@ -76,7 +76,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     au.sample_rate = 16000
     au.window_seconds = 30.0  # encoder window for long audio (memory bound); overlap covers the pos-conv field
     au.wav2vec_path = ""  # local Hugging Face folder of facebook/wav2vec2-base-960h (no downloads)
-    # The encoder's shape, used only with --random-init (smoke tests); a real run reads it from wav2vec_path.
+    # The encoder's shape, used only by random encoders (smoke tests: emo-generate --random-init, emo-train
+    # --random-init-encoders); a real run reads it from wav2vec_path.
     au.encoder = ml_collections.ConfigDict(dict(
         hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
         conv_dim=(512,) * 7, conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_kernel=(10, 3, 3, 3, 3, 2, 2),

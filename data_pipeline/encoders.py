@@ -26,12 +26,14 @@ class SegmentEncoders:
             module, params, _ = load_vae(vae_folder)
             self.codec = VAECodec(module, params, chunk=vae_chunk)
 
-    def source_features(self, audio: np.ndarray, fps: float, num_frames: int) -> np.ndarray | None:
+    def source_features(self, audio: np.ndarray, fps: float, num_frames: int, sample_rate: int,
+                        window_seconds: float) -> np.ndarray | None:
         """[num_frames, L, D] float16 features of a whole source's audio (sample 0 plays with frame 0), or None."""
         if self.wav2vec is None:
             return None
         module, params = self.wav2vec
-        features = audio_features(audio, fps, module, params, context=0)[:, 0]
+        features = audio_features(audio, fps, module, params, context=0, window_seconds=window_seconds,
+                                  sample_rate=sample_rate)[:, 0]
         assert len(features) == num_frames, (features.shape, num_frames)
         return features.astype(np.float16)
 

@@ -35,6 +35,7 @@ class PrepareConfig:
     speed_estimator: str = "flow"
     analysis_side: int = 320  # detection, cuts and speed run on grey frames this long: ~60 KB per frame kept
     audio_sample_rate: int = 16000
+    audio_window_seconds: float = 30.0  # wav2vec2's window on long audio: config.audio.window_seconds
     wav2vec: str = ""  # Hugging Face wav2vec2 folder: store per-frame features (schema v2); "" = none
     vae: str = ""  # diffusers AutoencoderKL folder: store per-frame latents (schema v2); "" = none
 
@@ -51,6 +52,9 @@ class PrepareConfig:
             raise ValueError(
                 f"--max-seconds ({self.max_seconds}) must be at least twice --min-seconds ({self.min_seconds}) "
                 "so long runs split into pieces that are all long enough")
+        if self.audio_sample_rate <= 0 or self.audio_window_seconds <= 0:
+            raise ValueError(f"--audio-sample-rate and --audio-window-seconds must be > 0, got "
+                             f"{self.audio_sample_rate}, {self.audio_window_seconds}")
         if self.detect_every < 1 or self.face_expand < 1:
             raise ValueError(f"--detect-every must be >= 1 and --face-expand >= 1, got "
                              f"{self.detect_every}, {self.face_expand}")
@@ -167,7 +171,8 @@ def extract_segments(
             handled.append("audio_padded")
         per_frame = cfg.audio_sample_rate / cfg.fps
         # The whole source in one go, so segment edges get features that heard the audio around them.
-        features = encoders.source_features(audio[: round(num_frames * per_frame)], cfg.fps, num_frames)
+        features = encoders.source_features(audio[: round(num_frames * per_frame)], cfg.fps, num_frames,
+                                            cfg.audio_sample_rate, cfg.audio_window_seconds)
         frames = iter_frames(path, cfg.fps)
         t = 0
         for index, plan in enumerate(plans):

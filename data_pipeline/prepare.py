@@ -16,7 +16,6 @@ XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import glob
@@ -26,11 +25,12 @@ import logging
 import multiprocessing
 import os
 import re
-import sys
 import traceback
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from array_record.python.array_record_module import ArrayRecordWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
@@ -121,13 +121,22 @@ def _run_one(args: tuple[str, str, PrepareConfig]) -> dict:
     return process_input(*args)
 
 
-def _log_marker(marker: dict, done: int, total: int) -> None:
+def _results(jobs: list[tuple[str, str, PrepareConfig]], workers: int) -> Iterator[dict]:
+    """Each job's done-marker as it finishes, from `workers` processes."""
+    if workers > 1 and len(jobs) > 1:
+        # spawn, not fork: OpenCV's and FFmpeg's thread pools do not survive a fork reliably.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_run_one, jobs)
+    else:
+        yield from map(_run_one, jobs)
+
+
+def _log_marker(marker: dict) -> None:
     if marker["status"] == "ok":
         extra = f" ({', '.join(marker['handled'])})" if marker["handled"] else ""
-        log.info("[%d/%d] %s: %d segments, %d frames%s", done, total, marker["input"], marker["segments"],
-                 marker["frames"], extra)
+        log.info("%s: %d segments, %d frames%s", marker["input"], marker["segments"], marker["frames"], extra)
     else:
-        log.warning("[%d/%d] skipped %s: %s (%s)", done, total, marker["input"], marker["reason"], marker["detail"])
+        log.warning("skipped %s: %s (%s)", marker["input"], marker["reason"], marker["detail"])
 
 
 def build_manifest(markers: Sequence[dict], cfg: PrepareConfig) -> dict:
@@ -184,17 +193,12 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
             pending.append(path)
     log.info("%d inputs: %d done before, %d to process", len(inputs), len(markers), len(pending))
     jobs = [(path, output, cfg) for path in pending]
-    if workers > 1 and len(jobs) > 1:
-        # spawn, not fork: OpenCV's and FFmpeg's thread pools do not survive a fork reliably.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for marker in pool.imap_unordered(_run_one, jobs):
-                markers[marker["input"]] = marker
-                _log_marker(marker, len(markers), len(inputs))
-    else:
-        for job in jobs:
-            marker = _run_one(job)
+    bar = tqdm(total=len(inputs), initial=len(markers), unit="video", desc="emo-prepare")
+    with logging_redirect_tqdm(), bar:  # log lines print above the bar instead of through it
+        for marker in _results(jobs, workers):
             markers[marker["input"]] = marker
-            _log_marker(marker, len(markers), len(inputs))
+            _log_marker(marker)
+            bar.update()
     manifest = build_manifest([markers[p] for p in inputs], cfg)
     manifest_path = os.path.join(output, "manifest.json")
     previous = None
@@ -204,34 +208,3 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     if previous != manifest:
         _write_json_atomic(manifest_path, manifest)
     return manifest
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = PrepareConfig()
-    p = argparse.ArgumentParser(prog="emo-prepare", description=__doc__.split("\n")[0])
-    p.add_argument("--input", required=True, help="folder of videos (searched recursively) or a glob")
-    p.add_argument("--output", required=True, help="output folder (created; re-use it to resume)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes, one input each")
-    for field in dataclasses.fields(PrepareConfig):
-        p.add_argument("--" + field.name.replace("_", "-"), type=type(getattr(defaults, field.name)),
-                       default=getattr(defaults, field.name), help=f"default {getattr(defaults, field.name)!r}")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the process exit code."""
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = PrepareConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(PrepareConfig)})
-    try:
-        manifest = prepare(find_inputs(args.input), args.output, cfg, max(1, args.workers))
-    except ValueError as e:
-        print(f"emo-prepare: error: {e}", file=sys.stderr)
-        return 2
-    log.info("%d segments, %.3f hours from %d inputs; skipped: %s", manifest["segments"], manifest["hours"],
-             manifest["inputs"], manifest["skipped_counts"] or "none")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

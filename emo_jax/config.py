@@ -61,21 +61,13 @@ def override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
     node[leaf] = str(text) if isinstance(old, str) else value
 
 
-def parse_config_args(argv: list[str], default: str | None = None) -> tuple[ml_collections.ConfigDict, list[str]]:
-    """Pulls `--config SPEC` and any `--config.a.b VALUE` / `--config.a.b=VALUE` out of argv."""
-    spec, overrides, rest = default, [], []
+def split_overrides(argv: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pulls every `--config.a.b VALUE` / `--config.a.b=VALUE` out of argv: (overrides, the other arguments)."""
+    overrides, rest = [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--config" or arg.startswith("--config="):
-            if "=" in arg:
-                spec = arg.split("=", 1)[1]
-            else:
-                if i + 1 >= len(argv):
-                    raise ConfigError("--config needs a value such as configs/tiny.py:stage2")
-                spec = argv[i + 1]
-                i += 1
-        elif arg.startswith("--config."):
+        if arg.startswith("--config."):
             key = arg[len("--config."):]
             if "=" in key:
                 key, value = key.split("=", 1)
@@ -88,12 +80,38 @@ def parse_config_args(argv: list[str], default: str | None = None) -> tuple[ml_c
         else:
             rest.append(arg)
         i += 1
-    if spec is None:
-        raise ConfigError("pass --config FILE[:VARIANT], e.g. --config configs/tiny.py:stage2")
+    return overrides, rest
+
+
+def load_with_overrides(spec: str, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
+    """The config `spec` names, with each (dotted key, command-line text) override set in order."""
     config = load_config(spec)
     for key, value in overrides:
         override(config, key, value)
-    return config, rest
+    return config
+
+
+def parse_config_args(argv: list[str], default: str | None = None) -> tuple[ml_collections.ConfigDict, list[str]]:
+    """Pulls `--config SPEC` and any `--config.a.b VALUE` / `--config.a.b=VALUE` out of argv."""
+    overrides, argv = split_overrides(argv)
+    spec, rest = default, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config" or arg.startswith("--config="):
+            if "=" in arg:
+                spec = arg.split("=", 1)[1]
+            else:
+                if i + 1 >= len(argv):
+                    raise ConfigError("--config needs a value such as configs/tiny.py:stage2")
+                spec = argv[i + 1]
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    if spec is None:
+        raise ConfigError("pass --config FILE[:VARIANT], e.g. --config configs/tiny.py:stage2")
+    return load_with_overrides(spec, overrides), rest
 
 
 def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:

@@ -18,6 +18,8 @@ from emo_jax.models.vae import AutoencoderKL
 from emo_jax.models.partitioning import random_params
 
 RANDOM_INIT_SEED = 1234
+# Each command's own flag for random encoders: the errors below reach users of both.
+SMOKE_TEST_FLAGS = "for a smoke test, random encoders: emo-train --random-init-encoders, emo-generate --random-init"
 
 
 def wav2vec2_config(config: ml_collections.ConfigDict) -> Wav2Vec2Config:
@@ -38,7 +40,7 @@ def audio_encoder(config: ml_collections.ConfigDict, random_init: bool = False):
         params = random_params(jax.eval_shape(module.init, jax.random.PRNGKey(0), dummy), RANDOM_INIT_SEED)
     else:
         raise ConfigError("config.audio.wav2vec_path is empty: set --config.audio.wav2vec_path to a local "
-                          "Hugging Face wav2vec2 folder (config.json + weights), or use --random-init for a smoke test")
+                          f"Hugging Face wav2vec2 folder (config.json + weights); {SMOKE_TEST_FLAGS}")
     a = config.model.audio
     if (w2v.num_hidden_layers, w2v.hidden_size) != (a.layers, a.feature_dim):
         raise ConfigError(f"the wav2vec2 encoder has {w2v.num_hidden_layers} layers of width {w2v.hidden_size}, "
@@ -62,7 +64,7 @@ def vae(config: ml_collections.ConfigDict, random_init: bool = False):
         return module, params, loaded
     if not random_init:
         raise ConfigError("config.vae.path is empty: set --config.vae.path to a local SD folder with a vae/ "
-                          "subfolder, or use --random-init for a smoke test")
+                          f"subfolder; {SMOKE_TEST_FLAGS}")
     module = AutoencoderKL(vcfg)
     size = 8 * vcfg.downsample_factor
     shapes = nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3))))

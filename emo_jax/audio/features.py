@@ -120,11 +120,12 @@ def encode_hidden_states(
     *,
     window_seconds: float = 20.0,
     overlap_seconds: float = 5.0,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """All encoder hidden states at 50 Hz, [L, num_hidden_layers + 1, hidden], encoded window by window."""
     config = encoder.config
     hop, field = config.hop_samples, config.receptive_field_samples
-    rate = SAMPLE_RATE / hop
+    rate = sample_rate / hop
     total = config.num_frames(len(audio_16k))
     if total == 0:
         raise ValueError(f"audio of {len(audio_16k)} samples is shorter than one wav2vec2 frame ({field} samples)")
@@ -163,8 +164,10 @@ def audio_features(
     normalize: bool = True,
     window_seconds: float = 20.0,
     overlap_seconds: float = 5.0,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
-    """16 kHz mono audio -> [round(duration * fps), 2 * context + 1, layers, hidden] float32 features."""
+    """Mono audio at `sample_rate` (16 kHz for the released wav2vec2 models) -> [round(duration * fps),
+    2 * context + 1, layers, hidden] float32 features."""
     audio_16k = np.asarray(audio_16k, np.float32)
     if audio_16k.ndim != 1:
         raise ValueError(f"audio must be mono [samples], got shape {audio_16k.shape}; load it with load_audio")
@@ -175,9 +178,11 @@ def audio_features(
     if normalize:
         audio_16k = normalize_audio(audio_16k)
     hidden = encode_hidden_states(
-        audio_16k, encoder, params, window_seconds=window_seconds, overlap_seconds=overlap_seconds
+        audio_16k, encoder, params, window_seconds=window_seconds, overlap_seconds=overlap_seconds,
+        sample_rate=sample_rate,
     )
     if not include_embedding_layer:
         hidden = hidden[:, 1:]
-    num_frames = video_frame_count(len(audio_16k), fps)
-    return add_context(resample_to_fps(hidden, num_frames, fps, *encoder_timing(encoder.config)), context)
+    num_frames = video_frame_count(len(audio_16k), fps, sample_rate)
+    timing = encoder_timing(encoder.config, sample_rate)
+    return add_context(resample_to_fps(hidden, num_frames, fps, *timing), context)

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from emo_jax.config import ConfigError, parse_config_args
+from emo_jax.cli.runner import ArgumentParser, run
 
 
 def _gib(n: float) -> str:
@@ -16,29 +16,22 @@ def _estimate(seconds: float | None, source: str) -> str:
     return f"{seconds * 1e3:.1f} ms ({source})" if seconds else "none (no FLOP or byte counts from XLA)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        config, rest = parse_config_args(argv)
-    except ConfigError as e:
-        print(f"emo-compile: {e}", file=sys.stderr)
-        return 2
-    p = argparse.ArgumentParser(prog="emo-compile", description=__doc__)
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="emo-compile", description=__doc__)
     p.add_argument("--topology", required=True, help="v4-N, v5e-N (v5litepod-N), v5p-N, v6e-N, or a grid v5e:4x4")
     p.add_argument("--global-batch", type=int, help="overrides config.train.batch_size")
     p.add_argument("--sample", action="store_true",
                    help="also compile the sampler's chunk program (one chip; needs a stage 2/3 config)")
     p.add_argument("--json", help="write the report to this file")
-    args = p.parse_args(rest)
+    return p
+
+
+def _run(args: argparse.Namespace, config) -> None:
     if args.global_batch:
         config.train.batch_size = args.global_batch
     from emo_jax.plan import plan
 
-    try:
-        result = plan(config, args.topology, sample=args.sample)
-    except ValueError as e:  # ConfigError included
-        print(f"emo-compile: {e}", file=sys.stderr)
-        return 2
+    result = plan(config, args.topology, sample=args.sample)
     rows = [
         ("topology", f"{result['topology']} ({result['chips']} {result['chip']} chips)"),
         ("mesh", " x ".join(f"{k} {v}" for k, v in result["mesh"].items())),
@@ -68,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_parser(), _run, argv, config=True)
 
 
 if __name__ == "__main__":

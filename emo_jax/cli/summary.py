@@ -9,7 +9,7 @@ import numpy as np
 from flax import traverse_util
 
 from emo_jax.build import abstract_params
-from emo_jax.config import ConfigError, parse_config_args
+from emo_jax.cli.runner import ArgumentParser, run
 from emo_jax.params import MODULES, count_by_module, module_of, trainable_mask, trainable_selection
 
 
@@ -30,16 +30,13 @@ def summarize(config) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        config, rest = parse_config_args(argv)
-    except ConfigError as e:
-        print(f"emo-summary: {e}", file=sys.stderr)
-        return 2
-    parser = argparse.ArgumentParser(prog="emo-summary", description=__doc__)
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="emo-summary", description=__doc__)
     parser.add_argument("--json", help="also write the counts to this JSON file")
-    args = parser.parse_args(rest)
+    return parser
+
+
+def _run(args: argparse.Namespace, config) -> None:
     report = summarize(config)
     print(f"{'module':<18}{'parameters':>16}  trainable")
     for name, n in report["modules"].items():
@@ -49,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_parser(), _run, argv, config=True)
 
 
 if __name__ == "__main__":

@@ -15,38 +15,40 @@ silent-audio control) and continuity across clips. Layout of DIR:
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
-import logging
 import os
-import sys
 import time
 from typing import Iterator, Sequence
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
 # Demo targets (issue #10): what the default run should reach; --quick is a smoke test and is not held to them.
 TARGETS = {"identity_accuracy": 0.9, "lip_sync": 0.5, "control_abs_max": 0.2}
 
-log = logging.getLogger("emo-demo")
+PHASES = ("data", "encoders", "prepare", "train stage 1", "train stage 2", "generate + measure")
 
 
 class Phases:
-    """Wall-clock seconds per named phase, in order."""
+    """Wall-clock seconds per named phase, in order, with one progress bar over the phases."""
 
-    def __init__(self):
+    def __init__(self, names: Sequence[str]):
         self.seconds: dict[str, float] = {}
+        self._bar = tqdm(total=len(names), unit="phase", desc="emo-demo")
 
     @contextlib.contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        log.info("phase %s ...", name)
+        self._bar.set_postfix_str(name)
         start = time.perf_counter()
         yield
         self.seconds[name] = time.perf_counter() - start
-        log.info("phase %s done in %.1f s", name, self.seconds[name])
+        self._bar.update()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def demo_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
@@ -61,7 +63,8 @@ def prepare_config(config: ml_collections.ConfigDict, wav2vec: str = "", vae: st
     from data_pipeline.extract import PrepareConfig
 
     return PrepareConfig(fps=config.data.fps, size=config.data.size, min_seconds=2.0, max_seconds=12.0,
-                         face_expand=config.demo.face_expand, wav2vec=wav2vec, vae=vae)
+                         face_expand=config.demo.face_expand, audio_sample_rate=config.audio.sample_rate,
+                         audio_window_seconds=config.audio.window_seconds, wav2vec=wav2vec, vae=vae)
 
 
 def read_records(prepared: str) -> list:
@@ -92,7 +95,7 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     configs = demo_configs(quick)
     c1, c2 = configs["stage1"], configs["stage2"]
     path = lambda *parts: os.path.join(out, *parts)  # noqa: E731
-    phases = Phases()
+    phases = Phases(PHASES)
     with phases("data"):
         data = write_demo_data(path("data"), c2)
     with phases("encoders"):
@@ -123,6 +126,7 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     with phases("generate + measure"):
         results = generate_and_measure(c2, path("stage2"), [i.name for i in data.identities], portraits,
                                        data.heldout_audio, path("videos"), seed)
+    phases.close()
     metrics = summarise(out, results, phases.seconds, quick, c1, c2, manifest)
     with open(path("metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
@@ -178,44 +182,3 @@ def format_table(metrics: dict) -> str:
     lines.append("")
     lines += [f"{name:<22}{s:>8.1f} s" for name, s in metrics["seconds"].items()]
     return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emo-demo", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny data and a few steps (about 2 minutes)")
-    p.add_argument("--seed", type=int, default=0, help="seed of training and generation noise")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if os.path.isdir(args.out) and os.listdir(args.out):
-        print(f"emo-demo: error: --out {args.out!r} is not empty; pass a new folder (the demo does not resume)",
-              file=sys.stderr)
-        return 2
-    # force: grain's absl import puts a handler on the root logger first, which would swallow these lines.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every checkpoint read and write at INFO
-    os.makedirs(args.out, exist_ok=True)
-    if args.quick and "jax" not in sys.modules:
-        # A smoke test is mostly compilation: skip XLA's slow CPU code-generation passes (slower steps, faster
-        # compiles; measured 215 -> 190 s for the whole run from a cold cache).
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-                                   " --xla_llvm_disable_expensive_passes=true").strip()
-    import jax
-
-    # Compiling the train steps and the sampler is most of a short run on a CPU; a persistent cache makes every
-    # run after the first one much faster. JAX_COMPILATION_CACHE_DIR, when set, wins.
-    if not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", os.path.join(
-            os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "emo-jax", "xla"))
-    metrics = run(os.path.abspath(args.out), args.quick, args.seed)
-    print(format_table(metrics))
-    print(f"wrote {os.path.join(args.out, 'videos')} and {os.path.join(args.out, 'metrics.json')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,12 +1,13 @@
-"""emo-generate: one portrait + one audio file -> a talking-head mp4 with the audio muxed in."""
+"""One portrait + one audio file -> a talking-head mp4 with the audio muxed in: the pipeline of emo-generate, whose
+command line is emo_jax/cli/generate.py."""
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-from typing import Sequence
 
 import numpy as np
+
+from emo_jax.errors import ConfigError
 
 # Head rotation speed (degrees per frame) used when a speed model gets no --speed: calm talking-head motion,
 # inside the finely resolved low buckets of configs/emo_512.py's model.speed.centres.
@@ -14,30 +15,6 @@ DEFAULT_SPEED = 1.0
 # Haar detection runs on a copy whose longer side is at most this many pixels: the cascade's cost grows with
 # the pixel count and portraits are usually far larger than the faces it needs to see.
 DETECT_SIDE = 640
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emo-generate",
-        description="Generates a talking-head video from one portrait and an audio file. Config options: "
-                    "--config FILE[:VARIANT] and any --config.a.b VALUE override.",
-    )
-    p.add_argument("--checkpoint", help="trained checkpoint folder (emo-train output); or --random-init")
-    p.add_argument("--random-init", action="store_true",
-                   help="smoke test: a fresh random model and random frozen encoders (fixed seed), no weights read")
-    p.add_argument("--image", required=True, help="reference portrait (png, jpg, ...)")
-    p.add_argument("--audio", required=True, help="driving audio or video file (wav, mp3, m4a, mp4, ...)")
-    p.add_argument("--out", required=True, help="output .mp4 path")
-    p.add_argument("--seed", type=int, help="noise seed (default config.seed); same seed, same video")
-    p.add_argument("--face-box", help="face region x0,y0,x1,y1 in pixels of --image (default: detected)")
-    p.add_argument("--speed", help=f"head speed in degrees/frame: a number, or a .npy/.txt file with one value per "
-                                   f"output frame (speed models only; default {DEFAULT_SPEED})")
-    p.add_argument("--steps", type=int, help="DDIM steps (default config.sample.steps)")
-    p.add_argument("--ref-scale", type=float, help="reference guidance scale (default config.sample.ref_scale)")
-    p.add_argument("--audio-scale", type=float, help="audio guidance scale (default config.sample.audio_scale)")
-    p.add_argument("--fps", type=float, help="output frame rate (default config.data.fps, the training rate)")
-    p.add_argument("--contact-sheet", help="also write a PNG grid of frames here")
-    return p
 
 
 def parse_face_box(text: str) -> np.ndarray:
@@ -157,7 +134,6 @@ def restore_model(checkpoint: str, config) -> dict:
     """EMO parameters (EMA) from a training checkpoint whose model section matches `config`."""
     import json
 
-    from emo_jax.config import ConfigError
     from emo_jax.train.checkpoint import restore_params
 
     trained_config, params = restore_params(checkpoint, use_ema=True)
@@ -177,7 +153,6 @@ def generate(args: argparse.Namespace, config) -> str:
     from emo_jax import encoders
     from emo_jax.audio import load_audio
     from emo_jax.audio.features import audio_features
-    from emo_jax.config import ConfigError
     from emo_jax.models.vae_codec import VAECodec
     from emo_jax.sample.sampler import Sampler, check_video_model
     from emo_jax.video.io import contact_sheet, write_video
@@ -228,29 +203,3 @@ def generate(args: argparse.Namespace, config) -> str:
     if args.contact_sheet:
         contact_sheet(video, args.contact_sheet)
     return f"wrote {args.out}: {len(video)} frames at {fps:g} fps, {len(audio) / 16000:.2f} s of audio, seed {seed}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from emo_jax.config import parse_config_args
-
-    try:
-        config, rest = parse_config_args(argv)
-    except ValueError as e:
-        if "-h" in argv or "--help" in argv:
-            _parser().print_help()
-            return 0
-        print(f"emo-generate: error: {e}", file=sys.stderr)
-        return 2
-    args = _parser().parse_args(rest)
-    try:
-        print(generate(args, config))
-    except ValueError as e:  # ConfigError, AudioError, VideoError and bad inputs all derive from it
-        print(f"emo-generate: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

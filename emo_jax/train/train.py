@@ -1,17 +1,13 @@
-"""emo-train: one EMO training stage on any mesh, from one process or many.
-
-    emo-train --config configs/emo_512.py:stage2 --workdir runs/s2 [--config.train.lr 2e-5 ...]
+"""One EMO training stage on any mesh, from one process or many; emo-train (emo_jax/cli/train.py) runs it.
 
 Sections of `train` read top to bottom: mesh, data, state (fresh or restored), encoders, compiled step, loop,
 saves. A run restarted with the same --workdir resumes from its latest checkpoint, data position included.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
-import sys
 from typing import Sequence
 
 import flax.linen as nn
@@ -23,7 +19,7 @@ from flax import traverse_util
 
 from data_pipeline.loader import LoaderConfig, make_dataset, shard_paths, shard_records
 from emo_jax import encoders
-from emo_jax.config import ConfigError, parse_config_args
+from emo_jax.errors import ConfigError
 from emo_jax.params import group_of, module_of
 from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.train.checkpoint import Checkpointer, restore_params
@@ -265,33 +261,3 @@ def _check(metrics: dict, writer: MetricsWriter, max_bad_steps: int) -> None:
         raise NonFiniteLossError(f"the loss or gradient was not finite for {bad} steps in a row, steps "
                                  f"{step - bad + 1}-{step}; stopped at step {step}. Lower train.lr, check the "
                                  "data, or raise train.max_bad_steps.")
-
-
-# ---------------------------------------------------------------------------------------------- command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="emo-train", description=__doc__.split("\n")[0],
-                                epilog="Any config field is set with --config.SECTION.FIELD VALUE.")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics and TensorBoard events go here")
-    p.add_argument("--coordinator", help="host:port of process 0 (multi-process GPU/CPU runs without SLURM)")
-    p.add_argument("--num-processes", type=int, help="processes in the run (with --coordinator)")
-    p.add_argument("--process-id", type=int, help="this process's index (with --coordinator)")
-    p.add_argument("--random-init-encoders", action="store_true",
-                   help="smoke tests only: random VAE and wav2vec2 instead of config.vae.path / audio.wav2vec_path")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config, rest = parse_config_args(argv)
-    args = _parser().parse_args(rest)
-    # force: grain's absl import has already put a handler on the root logger, which would swallow ours.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-    init_distributed(args.coordinator, args.num_processes, args.process_id)
-    train(config, args.workdir, random_init_encoders=args.random_init_encoders)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

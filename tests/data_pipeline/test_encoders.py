@@ -9,8 +9,9 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 import data_pipeline.prepare as prepare_module
-from data_pipeline.prepare import input_id, main, prepare
+from data_pipeline.prepare import input_id, prepare
 from data_pipeline.schema import decode_jpeg, decode_record
+from emo_jax.cli.prepare import main
 from emo_jax.audio.features import audio_features
 from emo_jax.interop.vae_import import load_vae
 from emo_jax.interop.wav2vec2_import import load_wav2vec2

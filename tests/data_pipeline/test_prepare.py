@@ -11,8 +11,9 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 import data_pipeline.prepare as prepare_module
 from synthetic_videos import CLICK_FRAME, CUT_CLICK_FRAME, FPS, SR, TEST_CONFIG, make_inputs
-from data_pipeline.prepare import input_id, main, prepare
+from data_pipeline.prepare import input_id, prepare
 from data_pipeline.schema import SCHEMA_VERSION, decode_record
+from emo_jax.cli.prepare import main
 
 SKIN_RGB = np.array([230, 200, 180])
 

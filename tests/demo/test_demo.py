@@ -24,7 +24,7 @@ def quick_run(tmp_path_factory) -> tuple[pathlib.Path, str]:
     # The tests' compilation cache (tests/conftest.py): a local re-run skips the demo's compiles.
     env["JAX_COMPILATION_CACHE_DIR"] = str(ROOT / ".pytest_cache" / "jax")
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-m", "emo_jax.demo.run", "--out", str(out), "--quick"], env=env,
+    proc = subprocess.run([sys.executable, "-m", "emo_jax.cli.demo", "--out", str(out), "--quick"], env=env,
                           capture_output=True, text=True, timeout=1800, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emo_jax.config import ConfigError, load_config
-from emo_jax.sample.generate import crop_reference, detect_face, load_image, load_speed, main, restore_model
+from emo_jax.cli.generate import main
+from emo_jax.config import load_config
+from emo_jax.errors import ConfigError
+from emo_jax.sample.generate import crop_reference, detect_face, load_image, load_speed, restore_model
 from emo_jax.video.io import read_video, video_info
 from tests.data_pipeline.synthetic_videos import draw_face
 

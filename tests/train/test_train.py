@@ -114,7 +114,7 @@ def test_two_processes_match_one(prepared, compile_cache, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_to_resume_from(prepared, compile_cache, tmp_path):
-    cmd = [sys.executable, "-m", "emo_jax.train.train", "--config", str(ROOT / "configs/tiny.py:stage2"),
+    cmd = [sys.executable, "-m", "emo_jax.cli.train", "--config", str(ROOT / "configs/tiny.py:stage2"),
            "--workdir", str(tmp_path), "--random-init-encoders", "--config.data.path", prepared,
            "--config.data.workers", "0", "--config.mesh.shape.data", "2", "--config.mesh.shape.fsdp", "2",
            "--config.mesh.shape.tensor", "2", "--config.train.batch_size", "4", "--config.train.lr", "1e-3",

@@ -2,9 +2,11 @@
 import wave
 
 import numpy as np
-from w2v_tiny import save_tiny
+import pytest
 
+import emo_jax.audio.features as features_module
 from emo_jax.cli.audio_features import main
+from tests.audio.w2v_tiny import save_tiny
 
 
 def _write_wav(path, seconds, rate=16000):
@@ -34,3 +36,22 @@ def test_cli_reports_bad_inputs(tmp_path, capsys):
     assert code == 2
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_frame_rate_context_and_window_come_from_the_config(tmp_path, monkeypatch):
+    folder = str(tmp_path / "w2v")
+    save_tiny(folder)
+    _write_wav(tmp_path / "speech.wav", 1.13)
+    windows = []
+    real = features_module.encode_hidden_states
+    monkeypatch.setattr(features_module, "encode_hidden_states",
+                        lambda *a, **kw: windows.append(kw["window_seconds"]) or real(*a, **kw))
+    out = tmp_path / "feats.npy"
+    common = [str(tmp_path / "speech.wav"), "--wav2vec", folder, "--out", str(out)]
+    assert main(common + ["--config", "configs/tiny.py", "--config.model.audio.context", "1"]) == 0
+    assert np.load(out).shape == (28, 3, 2, 32)  # tiny's 25 fps: round(1.13 * 25) frames, context 1 on each side
+    assert main(common) == 0  # the default config, emo_512: 30 fps, context 2
+    assert np.load(out).shape == (34, 5, 2, 32)
+    assert main(common + ["--config", "configs/tiny.py", "--window-seconds", "7", "--fps", "30"]) == 0
+    assert np.load(out).shape == (34, 5, 2, 32)
+    assert windows == [pytest.approx(10.0), pytest.approx(30.0), pytest.approx(7.0)]  # tiny's, emo_512's, the flag
