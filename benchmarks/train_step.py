@@ -25,6 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from emo_jax.batch import batch_spec, random_batch  # noqa: E402
 from emo_jax.config import load_config  # noqa: E402
 from emo_jax.sharding import make_mesh, replicated  # noqa: E402
 from emo_jax.train.state import StateFactory  # noqa: E402
@@ -59,19 +60,10 @@ def configs() -> dict:
     return out
 
 
-def random_batch(config, rng: np.random.Generator) -> dict:
-    m, s, b = config.model, config.data.size, config.train.batch_size
-    n, f, ctx = m.motion_frames, m.clip_frames, m.audio.context
-    frames = lambda *shape: rng.integers(0, 256, shape, dtype=np.uint8)  # noqa: E731
-    return {"target": frames(b, f, s, s, 3), "motion": frames(b, n, s, s, 3), "reference": frames(b, s, s, 3),
-            "face_mask": (rng.random((b, s, s)) > 0.5).astype(np.uint8),
-            "audio": 0.1 * rng.standard_normal((b, round((f + 2 * ctx) * 16000 / config.data.fps)), np.float32)}
-
-
 def measure(config, steps: int) -> dict:
     mesh = make_mesh(config.mesh.shape, jax.devices()[:1])
     factory = StateFactory(config, mesh)
-    batch = random_batch(config, np.random.default_rng(0))
+    batch = random_batch(batch_spec(config), config.train.batch_size, np.random.default_rng(0))
     keys = sorted(batch)
     encs, frozen = load_encoders(config, keys, random_init=True)
     frozen = jax.device_put(frozen, replicated(mesh))

@@ -9,31 +9,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
-from jax.sharding import NamedSharding, PartitionSpec
 
+from emo_jax.batch import abstract_batch, batch_spec
 from emo_jax.flops import FlopCount, count_flops
-from emo_jax.sharding import make_mesh, replicated
+from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.topology import ChipSpec, topology_devices
-
-
-def abstract_batch(config: ml_collections.ConfigDict, batch: int, mesh) -> dict:
-    """A global batch as the loader delivers it with precomputed latents and audio features (the production
-    setup: the frozen VAE and wav2vec2 run once in emo-prepare, not in every step)."""
-    m, t = config.model, config.train
-    h, c = m.latent_size, m.unet.in_channels
-    shard = lambda nd: NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (nd - 1))))  # noqa: E731
-    spec = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=shard(len(shape)))  # noqa: E731
-    size = config.data.size
-    out = {"reference_latent": spec(batch, h, h, c), "face_mask": spec(batch, size, size)}
-    if t.stage == 1:
-        out["target_latent"] = spec(batch, h, h, c)
-        return out
-    f, n, a = m.clip_frames, m.motion_frames, m.audio
-    out.update(target_latents=spec(batch, f, h, h, c), motion_latents=spec(batch, n, h, h, c),
-               audio_features=spec(batch, f, 2 * a.context + 1, a.layers, a.feature_dim))
-    if t.stage == 3:
-        out["speed"] = spec(batch, f + 2 * a.context)
-    return out
 
 
 def trace_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
@@ -51,7 +31,10 @@ def trace_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     scaling = config.vae.scaling_factor if config.get("vae") is not None else 0.18215
     step = make_train_step(config, factory.model, factory.tx, factory.mask, Encoders(None, None, scaling))
     frozen = {"vae": None, "audio": None}
-    batch = abstract_batch(config, config.train.batch_size, mesh)
+    # As the loader delivers it with precomputed latents and audio features (the production setup: the frozen
+    # VAE and wav2vec2 run once in emo-prepare, not in every step).
+    batch = abstract_batch(batch_spec(config), config.train.batch_size, encoded=True,
+                           sharding=lambda nd: batch_sharding(mesh, nd))
     with mesh, nn.logical_axis_rules(config.mesh.rules):
         traced = jax.jit(step, donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh))).trace(
             factory.abstract_with_shardings(), frozen, batch)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from emo_jax.models.condition import Condition, ReferenceFeatures, UNetCondition

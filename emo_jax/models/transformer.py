@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from emo_jax.models.attention import Attention
 from emo_jax.models.condition import UNetCondition

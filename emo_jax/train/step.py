@@ -12,6 +12,7 @@ import optax
 
 from emo_jax.audio.features import add_context, encoder_timing, resample_to_fps
 from emo_jax.audio.wav2vec2 import Wav2Vec2Model
+from emo_jax.batch import batch_spec, chosen_fields
 from emo_jax.diffusion.schedules import NoiseSchedule, add_noise, make_schedule, min_snr_weight, training_target
 from emo_jax.models.emo import EMO
 from emo_jax.models.vae import AutoencoderKL
@@ -61,36 +62,33 @@ def clip_audio_features(encoders: Encoders, w2v_params, audio_BS: jax.Array, fps
     return per_clip(h_BTLD)[:, context:context + frames]
 
 
-def target_latents_key(stage: int) -> str:
-    """The loader's name for precomputed target latents: one frame in stage 1, a clip in stages 2-3."""
-    return "target_latent" if stage == 1 else "target_latents"
-
-
 def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: dict, batch: dict) -> dict:
-    """The clean latents x0 [B, F, h, w, 4] and the EMO conditioning inputs of a loader batch."""
-    stage, m = config.train.stage, config.model
+    """The clean latents x0 [B, F, h, w, 4] and the EMO conditioning inputs of a loader batch (emo_jax.batch's
+    fields: encoded ones where the batch has them, else raw frames and audio encoded here)."""
+    fields = chosen_fields(batch_spec(config), batch.keys())
+    m = config.model
 
-    def latents(key: str, frames_key: str) -> jax.Array:
-        if key in batch:
-            return batch[key].astype(jnp.float32)
-        frames = batch[frames_key]
+    def latents(role: str) -> jax.Array:
+        field = fields[role]
+        if field.dtype == "float32":
+            return batch[field.name].astype(jnp.float32)
+        frames = batch[field.name]
         flat = encode_frames(encoders, frozen["vae"], frames.reshape((-1,) + frames.shape[-3:]))
         return flat.reshape(frames.shape[:-3] + flat.shape[1:])
 
-    x0 = latents(target_latents_key(stage), "target")
-    if stage == 1 and x0.ndim == 4:
+    x0 = latents("target")
+    if x0.ndim == 4:
         x0 = x0[:, None]  # stage 1 trains on single frames: F = 1
-    face = batch["face_mask"].astype(jnp.float32)
-    inputs = {"x0": jax.lax.stop_gradient(x0), "ref_latent_BHWC": latents("reference_latent", "reference"),
-              "face_mask_BHW1": face[..., None] if face.ndim == 3 else face}
-    if stage >= 2:
-        inputs["motion_latents_BNHWC"] = latents("motion_latents", "motion")
-        if "audio_features" in batch:
-            inputs["audio_BFCLD"] = batch["audio_features"].astype(jnp.float32)
-        else:
-            inputs["audio_BFCLD"] = clip_audio_features(encoders, frozen["audio"], batch["audio"], config.data.fps,
-                                                        m.clip_frames, m.audio.context)
-    if stage == 3:
+    inputs = {"x0": x0, "ref_latent_BHWC": latents("reference"),
+              "face_mask_BHW1": batch["face_mask"].astype(jnp.float32)[..., None]}
+    if "motion" in fields:
+        inputs["motion_latents_BNHWC"] = latents("motion")
+    if "audio" in fields:
+        audio = fields["audio"]
+        inputs["audio_BFCLD"] = (batch[audio.name].astype(jnp.float32) if audio.name == "audio_features" else
+                                 clip_audio_features(encoders, frozen["audio"], batch["audio"], config.data.fps,
+                                                     m.clip_frames, m.audio.context))
+    if "speed" in fields:
         c = m.audio.context  # the loader's speed carries the same m frames of context as its audio
         inputs["speed_BF"] = batch["speed"][:, c:c + m.clip_frames].astype(jnp.float32)
     return jax.tree.map(jax.lax.stop_gradient, inputs)

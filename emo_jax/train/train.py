@@ -19,13 +19,14 @@ from flax import traverse_util
 
 from data_pipeline.loader import LoaderConfig, make_dataset, shard_paths, shard_records
 from emo_jax import encoders
+from emo_jax.batch import batch_spec, check_batch
 from emo_jax.errors import ConfigError
 from emo_jax.params import group_of, module_of
 from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.train.checkpoint import Checkpointer, restore_params
 from emo_jax.train.metrics import MetricsWriter
 from emo_jax.train.state import StateFactory, TrainState
-from emo_jax.train.step import Encoders, make_train_step, target_latents_key
+from emo_jax.train.step import Encoders, make_train_step
 
 log = logging.getLogger("emo_jax.train")
 
@@ -104,18 +105,13 @@ def global_batch(batch: dict, mesh, keys: Sequence[str]) -> dict:
 
 
 def used_keys(config: ml_collections.ConfigDict, batch: dict) -> list[str]:
-    """The batch entries the step reads: precomputed latents/features where present, else frames/audio."""
-    stage = config.train.stage
-    pairs = [(target_latents_key(stage), "target"), ("reference_latent", "reference")]
-    if stage >= 2:
-        pairs += [("motion_latents", "motion"), ("audio_features", "audio")]
-    keys = [pre if pre in batch else raw for pre, raw in pairs] + ["face_mask"]
-    keys += ["speed"] if stage == 3 else []
-    missing = [k for k in keys if k not in batch]
-    if missing:
-        raise ValueError(f"the batches lack {missing} (they have {sorted(batch)}); was the data prepared for "
-                         f"stage {stage}?")
-    return keys
+    """The batch entries the step reads (precomputed latents/features where present, else frames/audio), after
+    checking them against the config: data prepared for other settings stops the run before anything compiles."""
+    try:
+        fields = check_batch(batch_spec(config), batch)
+    except ValueError as e:
+        raise ConfigError(f"{config.data.path or 'the dataset'}: {e}") from e
+    return [f.name for f in fields.values()]
 
 
 # ---------------------------------------------------------------------------------------------- state

@@ -9,6 +9,8 @@ import pytest
 from data_pipeline.loader import ClipSampler, LoaderConfig, make_dataset, segment_dataset, shard_paths, shard_records
 from data_pipeline.schema import SegmentRecord
 from emo_jax.audio.features import add_context
+from emo_jax.batch import batch_spec, check_batch
+from emo_jax.config import load_config
 from synthetic_videos import FPS, SR
 
 
@@ -55,6 +57,24 @@ def test_stage_batches_have_the_documented_shapes(prepared):
     assert video["motion"].shape == (2, 4, 64, 64, 3) and video["target"].shape == (2, 12, 64, 64, 3)
     assert video["reference"].shape == (2, 64, 64, 3) and video["face_mask"].shape == (2, 64, 64)
     assert video["speed"].shape == (2, 16) and video["audio"].shape == (2, round(16 * SR / FPS))
+
+
+def test_loader_batches_are_what_the_batch_spec_says(prepared):
+    """emo_jax.batch describes the loader's output; data prepared at another size is named, not trained on."""
+    records = shard_records(shard_paths(str(prepared[1])))
+    for variant, batch_size in (("stage1", 3), ("stage3", 2)):
+        config = load_config(f"configs/emo_512.py:{variant}")
+        config.data.update(size=64, fps=FPS)
+        m = config.model
+        batch = next(iter(make_dataset(records, LoaderConfig(stage=config.train.stage, batch_size=batch_size,
+                                                             num_motion=m.motion_frames, num_target=m.clip_frames,
+                                                             context_frames=m.audio.context))))
+        fields = check_batch(batch_spec(config), batch)
+        assert set(batch) == {f.name for f in fields.values()}  # the synthetic records carry no latents
+        config.data.size = 32
+        with pytest.raises(ValueError, match=r"'target' is uint8 \(.*64, 64, 3\).* expects uint8 \(.*32, 32, 3\) "
+                                             r"\(from data.size"):
+            check_batch(batch_spec(config), batch)
 
 
 def _numbered_record(n=40, size=8) -> SegmentRecord:

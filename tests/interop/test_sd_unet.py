@@ -1,5 +1,4 @@
 """SD1.5 weights into both EMO UNets: every SD layer EMO has is filled, EMO's own layers keep their init."""
-import jax
 import numpy as np
 import pytest
 from flax import linen as nn

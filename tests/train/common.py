@@ -44,13 +44,14 @@ def step_runner(config, mesh):
     """(state factory, fresh state, jitted step, frozen params, batch keys) as emo-train builds them."""
     import jax
 
+    from emo_jax.batch import batch_spec
     from emo_jax.sharding import replicated
     from emo_jax.train.state import StateFactory
     from emo_jax.train.step import make_train_step
     from emo_jax.train.train import load_encoders
 
     factory = StateFactory(config, mesh)
-    keys = ["target", "reference", "face_mask", "motion", "audio"] + (["speed"] if config.train.stage == 3 else [])
+    keys = [entry.raw.name for entry in batch_spec(config).values()]  # the synthetic data carries no latents
     encs, frozen = load_encoders(config, keys, random_init=True)
     frozen = jax.device_put(jax.device_get(frozen), replicated(mesh))
     step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs), donate_argnums=0,

@@ -6,13 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
+from emo_jax.batch import batch_spec, random_batch
 from emo_jax.config import load_config, model_config
 from emo_jax.models.emo import EMO
+from emo_jax.params import module_of
 from emo_jax.sharding import make_mesh
-from emo_jax.train.state import prune, step_key
-from emo_jax.train.step import diffusion_loss, noise_schedule
-from emo_jax.train.train import global_batch
+from emo_jax.train.state import StateFactory, prune, step_key
+from emo_jax.train.step import Encoders, diffusion_loss, make_train_step, noise_schedule
+from emo_jax.train.train import global_batch, used_keys
 from tests.helpers import rel_err
 from tests.train.common import make_config, pipeline_batches, step_runner
 
@@ -105,6 +108,25 @@ def test_non_finite_step_is_skipped_and_counted(config, batches, sharded):
     assert not bad["finite"] and int(bad["skipped"]) == 1 and int(bad["bad_steps"]) == 1 and int(state.step) == 2
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after_bad)))
     assert good["finite"] and int(good["bad_steps"]) == 0 and int(good["skipped"]) == 1
+
+
+def test_precomputed_latents_and_audio_features_train_without_encoders():
+    """Schema-v2 batches (VAE latents, wav2vec2 features, as emo_jax.batch describes them) need no encoder."""
+    config = load_config("configs/tiny.py:stage3")
+    config.train.update(batch_size=2, warmup_steps=0, lr=1e-3)
+    mesh = make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+    factory = StateFactory(config, mesh)
+    batch = random_batch(batch_spec(config), 2, np.random.default_rng(0), encoded=True)
+    assert {"target_latents", "motion_latents", "reference_latent", "audio_features", "speed"} <= set(batch)
+    step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, Encoders(None, None)))
+    state = factory.create(0)
+    before = jax.device_get(state.params)
+    with mesh, nn.logical_axis_rules(config.mesh.rules):
+        state, metrics = step(state, {"vae": None, "audio": None}, global_batch(batch, mesh, used_keys(config, batch)))
+    assert bool(metrics["finite"]) and float(metrics["loss"]) > 0
+    changed = {module_of(p) for p, v in traverse_util.flatten_dict(jax.device_get(state.params)).items()
+               if not np.array_equal(v, traverse_util.flatten_dict(before)[p])}
+    assert changed == {"temporal", "speed"}  # stage 3's groups moved, and only they
 
 
 def _stub_loss(config, output_scale=0.0, seed=0):

@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from emo_jax.batch import batch_spec, random_batch
+from emo_jax.config import load_config
+from emo_jax.errors import ConfigError
 from emo_jax.params import STAGE_TRAINABLE, module_of
 from emo_jax.train.checkpoint import restore_params
 from emo_jax.train.state import StateFactory
 from emo_jax.sharding import make_mesh
-from emo_jax.train.train import NonFiniteLossError, train
+from emo_jax.train.train import NonFiniteLossError, train, used_keys
 from tests.train.common import ROOT, make_config, pipeline_batches, subprocess_env
 
 
@@ -29,6 +32,16 @@ def _flat(params):
 def _losses(workdir) -> list[float]:
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line)["loss"] for line in lines]
+
+
+def test_data_prepared_for_other_settings_stops_the_run_before_compiling():
+    config = load_config("configs/tiny.py:stage2")
+    batch = random_batch(batch_spec(config), 2, np.random.default_rng(0))
+    assert used_keys(config, batch) == ["target", "motion", "reference", "face_mask", "audio"]
+    config.data.fps = 30  # the audio of each example now spans another number of samples
+    with pytest.raises(ConfigError, match=r"batch field 'audio' is float32 \(5120,\).*expects float32 \(4267,\)"
+                                          r" \(from audio.sample_rate, data.fps"):
+        used_keys(config, batch)
 
 
 def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
