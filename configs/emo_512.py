@@ -97,7 +97,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.trainable = ()
     t.lr = 1e-5
     t.batch_size = 48 if variant == "stage1" else 4
-    t.frames = 1 if variant in ("stage1", "sd") else m.clip_frames
     t.steps = 100_000  # paper gives no step count; Hallo trains stage 1 for 30k, stage 2 for 40k+
     t.warmup_steps = 500  # our choice
     t.grad_clip = 1.0  # Hallo
@@ -122,7 +121,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     c.sample = sp = ml_collections.ConfigDict()
     sp.steps = 40
-    sp.spacing = "trailing" if t.zero_terminal_snr else "leading"
+    # DDIM timestep spacing; "auto": "trailing" with train.zero_terminal_snr (the first step must start at the
+    # last timestep), else "leading" (diffusers' SD1.5 default); or name one.
+    sp.spacing = "auto"
     sp.guidance = "separate"  # or "joint"
     sp.ref_scale = 3.5  # Hallo's default CFG scale
     sp.audio_scale = 3.5

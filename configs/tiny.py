@@ -45,7 +45,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.fps = 25
     c.data.reference_margin = 4
     c.train.batch_size = 4 if c.train.stage == 1 else 2
-    c.train.frames = 1 if c.train.stage in (0, 1) else m.clip_frames
     c.train.steps = 100
     c.train.warmup_steps = 5
     c.train.log_every = 10

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from emo_jax.config import model_config, unet_config
+from emo_jax.config import model_config, section, unet_config
 from emo_jax.models.condition import UNetCondition
 from emo_jax.models.emo import EMO, example_inputs
 from emo_jax.models.unet import UNet
@@ -14,12 +14,14 @@ from emo_jax.models.vae import AutoencoderKL, VAEConfig
 
 
 def vae_config(config: ml_collections.ConfigDict) -> VAEConfig | None:
+    """The VAEConfig of the config's `vae` section (None where the config has no VAE: the sd variant)."""
     v = config.get("vae")
-    if v is None:
-        return None
-    return VAEConfig(block_out_channels=tuple(v.block_out_channels), layers_per_block=v.layers_per_block,
-                     latent_channels=v.latent_channels, norm_num_groups=v.norm_groups,
-                     scaling_factor=v.scaling_factor)
+    return None if v is None else section(VAEConfig, v, "vae", ignore=("path",))
+
+
+def train_frames(config: ml_collections.ConfigDict) -> int:
+    """Frames per training example: one in stage 1 (images) and for the sd UNet, a clip in stages 2-3."""
+    return 1 if config.train.stage in (0, 1) else config.model.clip_frames
 
 
 def build_model(config: ml_collections.ConfigDict, batch: int = 1, frames: int | None = None):
@@ -34,7 +36,7 @@ def build_model(config: ml_collections.ConfigDict, batch: int = 1, frames: int |
     if m.mode != "emo":
         raise ValueError(f"model.mode must be 'emo' or 'sd', not {m.mode!r}")
     mc = model_config(config)
-    frames = config.train.frames if frames is None else frames
+    frames = train_frames(config) if frames is None else frames
     return EMO(mc), example_inputs(mc, batch, frames, m.latent_size)
 
 

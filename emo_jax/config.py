@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import os
 import sys
+import typing
 
 import ml_collections
 
@@ -84,10 +86,12 @@ def split_overrides(argv: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 def load_with_overrides(spec: str, overrides: list[tuple[str, str]]) -> ml_collections.ConfigDict:
-    """The config `spec` names, with each (dotted key, command-line text) override set in order."""
+    """The config `spec` names, with each (dotted key, command-line text) override set in order, then locked:
+    code that sets a key the config does not have raises instead of adding a field nothing reads."""
     config = load_config(spec)
     for key, value in overrides:
         override(config, key, value)
+    config.lock()
     return config
 
 
@@ -114,32 +118,29 @@ def parse_config_args(argv: list[str], default: str | None = None) -> tuple[ml_c
     return load_with_overrides(spec, overrides), rest
 
 
-def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
-    u = config.model.unet
-    fields = {k: (tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in u.items()}
-    unknown = set(fields) - set(UNetConfig.__dataclass_fields__)
+def section(cls: type, node: ml_collections.ConfigDict, where: str, ignore: tuple[str, ...] = ()):
+    """The dataclass `cls` built from a config section with **section: every key a field of the same name, nested
+    dataclass fields from sub-sections, lists as tuples; a key the dataclass lacks is a ConfigError naming it."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    types = typing.get_type_hints(cls)
+    unknown = sorted(set(node.keys()) - fields - set(ignore))
     if unknown:
-        raise ConfigError(f"unknown keys in model.unet: {sorted(unknown)}")
-    return UNetConfig(**fields)
+        raise ConfigError(f"unknown keys in {where}: {unknown}; {cls.__name__} has {sorted(fields)}")
+    values = {}
+    for key in fields & set(node.keys()):
+        value = node[key]
+        if isinstance(value, ml_collections.ConfigDict) and dataclasses.is_dataclass(types[key]):
+            value = section(types[key], value, f"{where}.{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[key] = value
+    return cls(**values)
+
+
+def unet_config(config: ml_collections.ConfigDict) -> UNetConfig:
+    return section(UNetConfig, config.model.unet, "model.unet")
 
 
 def model_config(config: ml_collections.ConfigDict) -> EMOConfig:
-    """The EMOConfig of an emo-mode config (for sd mode use unet_config alone)."""
-    m = config.model
-    return EMOConfig(
-        unet=unet_config(config),
-        motion_frames=m.motion_frames,
-        first_clip_motion=m.first_clip_motion,
-        audio_context=m.audio.context,
-        audio_layers=m.audio.layers,
-        audio_feature_dim=m.audio.feature_dim,
-        audio_tokens=m.audio.tokens,
-        audio_hidden=m.audio.hidden,
-        face_locator=m.face_locator.enabled,
-        face_locator_channels=tuple(m.face_locator.channels),
-        speed_centres=tuple(m.speed.centres),
-        speed_radii=tuple(m.speed.radii),
-        speed_context=m.speed.context,
-        speed_tokens=m.speed.tokens,
-        speed_hidden=m.speed.hidden,
-    )
+    """The EMOConfig of a config's `model` section (for sd mode use unet_config alone)."""
+    return section(EMOConfig, config.model, "model")

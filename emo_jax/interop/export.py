@@ -106,7 +106,7 @@ def vae_diffusers_config(config: ml_collections.ConfigDict) -> dict:
         "_class_name": "AutoencoderKL", "in_channels": v.in_channels, "out_channels": v.out_channels,
         "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels,
         "block_out_channels": list(v.block_out_channels), "layers_per_block": v.layers_per_block,
-        "act_fn": "silu", "latent_channels": v.latent_channels, "norm_num_groups": v.norm_num_groups,
+        "act_fn": "silu", "latent_channels": v.latent_channels, "norm_num_groups": v.norm_groups,
         "sample_size": config.model.latent_size * v.downsample_factor, "scaling_factor": v.scaling_factor,
     }
 

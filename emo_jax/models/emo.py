@@ -13,29 +13,53 @@ from emo_jax.models.unet_config import UNetConfig
 
 
 @dataclasses.dataclass(frozen=True)
+class AudioConditioning:
+    """The audio path (`model.audio`): wav2vec2 features of 2 * context + 1 frames, projected to tokens."""
+
+    context: int = 2  # m: frames of context on each side
+    layers: int = 12  # wav2vec2 transformer layers whose hidden states are used
+    feature_dim: int = 768
+    tokens: int = 32
+    hidden: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceLocatorConfig:
+    """The face locator (`model.face_locator`): a conv net on the face-region mask."""
+
+    enabled: bool = True
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedConfig:
+    """The speed encoding (`model.speed`): buckets with centres c_i and radii r_i, context frames, tokens."""
+
+    centres: tuple[float, ...] = ()
+    radii: tuple[float, ...] = ()
+    context: int = 2
+    tokens: int = 4
+    hidden: int = 512
+
+
+@dataclasses.dataclass(frozen=True)
 class EMOConfig:
-    """Static model description (built from the `model` config section by emo_jax.config.model_config)."""
+    """Static model description: the `model` config section, field for field (emo_jax.config.model_config)."""
 
     unet: UNetConfig
-    motion_frames: int = 4
+    audio: AudioConditioning = AudioConditioning()
+    face_locator: FaceLocatorConfig = FaceLocatorConfig()
+    speed: SpeedConfig = SpeedConfig()
+    mode: str = "emo"  # or "sd": the plain SD1.5 UNet (emo_jax.build)
+    latent_size: int = 64
+    clip_frames: int = 12  # f
+    motion_frames: int = 4  # n
     first_clip_motion: str = "zeros"  # or "reference": what stands in for motion frames before the first clip
-    audio_context: int = 2
-    audio_layers: int = 12
-    audio_feature_dim: int = 768
-    audio_tokens: int = 32
-    audio_hidden: int = 512
-    face_locator: bool = True
-    face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
-    speed_centres: tuple[float, ...] = ()
-    speed_radii: tuple[float, ...] = ()
-    speed_context: int = 2
-    speed_tokens: int = 4
-    speed_hidden: int = 512
 
     def __post_init__(self):
         if self.first_clip_motion not in ("zeros", "reference"):
             raise ValueError(f"model.first_clip_motion must be 'zeros' or 'reference', not {self.first_clip_motion!r}")
-        if self.unet.speed_attention and len(self.speed_centres) != len(self.speed_radii):
+        if self.unet.speed_attention and len(self.speed.centres) != len(self.speed.radii):
             raise ValueError("model.speed.centres and model.speed.radii need the same number of buckets")
 
     @property
@@ -54,12 +78,12 @@ class EMO(nn.Module):
         self.reference_net = UNet(cfg.reference_unet)
         self.backbone = UNet(u)
         if u.audio_attention:
-            self.audio_proj = AudioProjection(cfg.audio_tokens, u.audio_dim, cfg.audio_hidden, **kw)
-        if cfg.face_locator:
-            self.face_locator = FaceLocator(u.block_out_channels[0], cfg.face_locator_channels, **kw)
+            self.audio_proj = AudioProjection(cfg.audio.tokens, u.audio_dim, cfg.audio.hidden, **kw)
+        if cfg.face_locator.enabled:
+            self.face_locator = FaceLocator(u.block_out_channels[0], cfg.face_locator.channels, **kw)
         if u.speed_attention:
-            self.speed_encoder = SpeedEncoder(cfg.speed_centres, cfg.speed_radii, cfg.speed_context,
-                                              cfg.speed_tokens, u.speed_dim, cfg.speed_hidden, **kw)
+            self.speed_encoder = SpeedEncoder(cfg.speed.centres, cfg.speed.radii, cfg.speed.context,
+                                              cfg.speed.tokens, u.speed_dim, cfg.speed.hidden, **kw)
 
     def reference_features(self, latents_NHWC) -> ReferenceFeatures:
         """The ReferenceNet at timestep 0, its features keyed by the backbone module that reads them."""
@@ -94,7 +118,7 @@ class EMO(nn.Module):
         if u.audio_attention:
             if cond.audio is None:
                 raise ValueError("this model has audio-attention; pass per-frame audio features [B, F, 2m+1, L, D]")
-            expected = (b, f, 2 * cfg.audio_context + 1, cfg.audio_layers, cfg.audio_feature_dim)
+            expected = (b, f, 2 * cfg.audio.context + 1, cfg.audio.layers, cfg.audio.feature_dim)
             if tuple(cond.audio.shape) != expected:
                 raise ValueError(f"audio features have shape {tuple(cond.audio.shape)}, expected {expected} "
                                  "(batch, frames of the clip, context window, wav2vec layers, feature size)")
@@ -105,7 +129,7 @@ class EMO(nn.Module):
                 raise ValueError(f"this model has speed layers; pass per-frame head speeds of shape {(b, f)}")
             unet_cond = unet_cond.replace(speed=self.speed_encoder(cond.speed))
         residual = None
-        if cfg.face_locator:
+        if cfg.face_locator.enabled:
             if cond.face_mask is None:
                 raise ValueError("this model has a face locator; pass the face mask [B, H, W, 1] at the latent size "
                                  "times 2^(len(face_locator.channels) - 1)")
@@ -128,7 +152,7 @@ class EMO(nn.Module):
 
 def face_mask_size(cfg: EMOConfig, latent_size: int) -> int:
     """Side of the face mask the face locator reads: the latent size times the locator's downsampling."""
-    return latent_size * 2 ** (len(cfg.face_locator_channels) - 1)
+    return latent_size * 2 ** (len(cfg.face_locator.channels) - 1)
 
 
 def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) -> dict:
@@ -142,9 +166,9 @@ def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) ->
     if u.temporal:
         inputs["motion_latents_BNHWC"] = jnp.zeros((batch, cfg.motion_frames, latent_size, latent_size, u.in_channels))
     if u.audio_attention:
-        inputs["audio_BFCLD"] = jnp.zeros((batch, frames, 2 * cfg.audio_context + 1, cfg.audio_layers,
-                                           cfg.audio_feature_dim))
-    if cfg.face_locator:
+        inputs["audio_BFCLD"] = jnp.zeros((batch, frames, 2 * cfg.audio.context + 1, cfg.audio.layers,
+                                           cfg.audio.feature_dim))
+    if cfg.face_locator.enabled:
         px = face_mask_size(cfg, latent_size)
         inputs["face_mask_BHW1"] = jnp.zeros((batch, px, px, 1))
     if u.speed_attention:

@@ -38,14 +38,14 @@ class VAEConfig:
     block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
     layers_per_block: int = 2
     latent_channels: int = 4
-    norm_num_groups: int = 32
+    norm_groups: int = 32
     scaling_factor: float = 0.18215
 
     def __post_init__(self):
         for c in self.block_out_channels:
-            if c % self.norm_num_groups:
-                raise ValueError(f"VAE block_out_channels entry {c} must divide by norm_num_groups "
-                                 f"{self.norm_num_groups}")
+            if c % self.norm_groups:
+                raise ValueError(f"VAE block_out_channels entry {c} must divide by norm_groups "
+                                 f"{self.norm_groups}")
 
     @property
     def downsample_factor(self) -> int:
@@ -81,7 +81,7 @@ class VAEConfig:
                 block_out_channels=tuple(int(c) for c in raw["block_out_channels"]),
                 layers_per_block=int(raw["layers_per_block"]),
                 latent_channels=int(raw["latent_channels"]),
-                norm_num_groups=int(raw["norm_num_groups"]),
+                norm_groups=int(raw["norm_num_groups"]),
                 scaling_factor=float(raw.get("scaling_factor", 0.18215)),
             )
         except ValueError as e:
@@ -181,10 +181,10 @@ class Encoder(nn.Module):
         x = conv(cfg.block_out_channels[0], name="conv_in", **kw)(x_NHWC)
         last = len(cfg.block_out_channels) - 1
         for i, ch in enumerate(cfg.block_out_channels):
-            x = DownEncoderBlock2D(ch, cfg.layers_per_block, cfg.norm_num_groups, add_downsample=i < last,
+            x = DownEncoderBlock2D(ch, cfg.layers_per_block, cfg.norm_groups, add_downsample=i < last,
                                    name=f"down_blocks_{i}", **kw)(x)
-        x = MidBlock(cfg.block_out_channels[-1], cfg.norm_num_groups, self.impl, name="mid_block", **kw)(x)
-        x = nn.silu(group_norm(cfg.norm_num_groups, EPS, name="conv_norm_out", **kw)(x))
+        x = MidBlock(cfg.block_out_channels[-1], cfg.norm_groups, self.impl, name="mid_block", **kw)(x)
+        x = nn.silu(group_norm(cfg.norm_groups, EPS, name="conv_norm_out", **kw)(x))
         return conv(2 * cfg.latent_channels, name="conv_out", **kw)(x)
 
 
@@ -201,12 +201,12 @@ class Decoder(nn.Module):
         cfg, kw = self.config, dict(dtype=self.dtype, param_dtype=self.param_dtype)
         channels = cfg.block_out_channels[::-1]
         x = conv(channels[0], name="conv_in", **kw)(z_NHWC)
-        x = MidBlock(channels[0], cfg.norm_num_groups, self.impl, name="mid_block", **kw)(x)
+        x = MidBlock(channels[0], cfg.norm_groups, self.impl, name="mid_block", **kw)(x)
         for i, ch in enumerate(channels):
             # The decoder has one resnet more per level than the encoder (diffusers: layers_per_block + 1).
-            x = UpDecoderBlock2D(ch, cfg.layers_per_block + 1, cfg.norm_num_groups,
+            x = UpDecoderBlock2D(ch, cfg.layers_per_block + 1, cfg.norm_groups,
                                  add_upsample=i < len(channels) - 1, name=f"up_blocks_{i}", **kw)(x)
-        x = nn.silu(group_norm(cfg.norm_num_groups, EPS, name="conv_norm_out", **kw)(x))
+        x = nn.silu(group_norm(cfg.norm_groups, EPS, name="conv_norm_out", **kw)(x))
         return conv(cfg.out_channels, name="conv_out", **kw)(x)
 
 

@@ -189,7 +189,7 @@ def generate(args: argparse.Namespace, config) -> str:
     codec = VAECodec(vae_module, vae_params, chunk=config.model.clip_frames)
     reference, mask = crop_reference(image, box, config.data.size, sampler.mask_size, s.face_expand)
     ref = sampler.reference(codec.encode(reference[None]))
-    features = audio_features(audio, fps, encoder, encoder_params, context=cfg.audio_context,
+    features = audio_features(audio, fps, encoder, encoder_params, context=cfg.audio.context,
                               window_seconds=config.audio.window_seconds)
     assert len(features) == num_frames
 

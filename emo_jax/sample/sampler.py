@@ -65,7 +65,8 @@ class SamplerSpec:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> SamplerSpec:
         s, t = config.sample, config.train
-        return cls(steps=s.steps, spacing=s.spacing, guidance=s.guidance, clips_per_chunk=s.clips_per_chunk,
+        spacing = s.spacing if s.spacing != "auto" else "trailing" if t.zero_terminal_snr else "leading"
+        return cls(steps=s.steps, spacing=spacing, guidance=s.guidance, clips_per_chunk=s.clips_per_chunk,
                    prediction_type=t.prediction_type, zero_terminal_snr=t.zero_terminal_snr)
 
 

@@ -111,10 +111,10 @@ def test_hallo_named_parts_compute_what_hallo_computes(tiny_stage3, exported):
     cfg = model_config(config)
     model = EMO(cfg)
     rng = np.random.default_rng(2)
-    feats = rng.standard_normal((3, 2 * cfg.audio_context + 1, cfg.audio_layers, cfg.audio_feature_dim))
+    feats = rng.standard_normal((3, 2 * cfg.audio.context + 1, cfg.audio.layers, cfg.audio.feature_dim))
     ours = model.apply({"params": params}, jnp.asarray(feats, jnp.float32), method=lambda m, x: m.audio_proj(x))
     ref = torch_references.audio_proj_forward(load_file(out / FILES["audio_proj"]), feats.astype(np.float32),
-                                              cfg.audio_tokens)
+                                              cfg.audio.tokens)
     assert rel_err(ours, ref) < 1e-5
     side = face_mask_size(cfg, config.model.latent_size)
     mask = np.zeros((2, side, side, 1), np.float32)

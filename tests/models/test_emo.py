@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from emo_jax.build import train_frames
 from emo_jax.config import load_config, model_config, parse_config_args
 from emo_jax.errors import ConfigError
 from emo_jax.models.condition import Condition, ReferenceFeatures
@@ -227,7 +228,7 @@ def test_stage_layer_sets():
     for v in ("stage1", "stage2", "stage3"):
         config, model = _model(v)
         shapes = jax.eval_shape(functools.partial(model.init, jax.random.PRNGKey(0)),
-                                **example_inputs(model.cfg, 1, config.train.frames, config.model.latent_size))
+                                **example_inputs(model.cfg, 1, train_frames(config), config.model.latent_size))
         counts[v] = count_by_module(nn.unbox(shapes["params"]))
     assert set(counts["stage1"]) == {"reference_net", "backbone", "face_locator"}
     assert set(counts["stage2"]) == set(counts["stage1"]) | {"audio_proj", "audio_attention", "temporal"}

@@ -47,7 +47,7 @@ def loaded(folders):
 def test_config_read_from_json(loaded):
     _, _, config = loaded
     assert config.block_out_channels == (32, 64) and config.layers_per_block == 1
-    assert config.norm_num_groups == 8 and config.latent_channels == 4 and config.scaling_factor == 0.18215
+    assert config.norm_groups == 8 and config.latent_channels == 4 and config.scaling_factor == 0.18215
     assert config.downsample_factor == 2
 
 
