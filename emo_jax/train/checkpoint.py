@@ -2,8 +2,13 @@
 
 Layout of `<workdir>/checkpoints/<step>/`: `params` and `ema` (float32 trees, `ema` holding the trainable
 leaves only), `train` (opt_state, step, rng, bad_steps, skipped), `data` (one Grain iterator state per
-process, JSON), `config` (the run's ConfigDict as JSON). Saves are asynchronous; the last
-train.keep_checkpoints are kept, plus every step divisible by train.keep_every.
+process, JSON), `config` (the run's ConfigDict as JSON), `checksums` (per leaf of params, ema and train, two
+sums of its bit pattern, JSON). Saves are asynchronous; the last train.keep_checkpoints are kept, plus every step
+divisible by train.keep_every.
+
+Every restore recomputes the checksums and compares: a step whose files were changed or cut short is a
+CheckpointError naming the step, the item and the first bad leaf. Without an asked-for step, restores fall back
+to the newest intact step and log a warning naming the bad one.
 """
 from __future__ import annotations
 
@@ -13,16 +18,110 @@ import os
 
 import grain
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from emo_jax.errors import CheckpointError
 from emo_jax.train.state import TrainState, merge
 
 log = logging.getLogger(__name__)
 
 TRAIN_FIELDS = ("opt_state", "step", "rng", "bad_steps", "skipped")
+
+
+# ---------------------------------------------------------------------------------------------- checksums
+# Per leaf: the sum of its elements' bit patterns and the sum weighted by each element's row-major position
+# (1-based), both as uint32, so mod 2^32. Integer sums are exact in any order, so the device version (on any
+# sharding, any mesh) and the host version (numpy) give the same two numbers.
+
+_UINT = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}
+
+
+def _device_sums(x: jax.Array) -> jax.Array:
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    bits = jax.lax.bitcast_convert_type(x, _UINT[x.dtype.itemsize]).astype(jnp.uint32)
+    position = jnp.ones(x.shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(x.ndim)):
+        position = position + jax.lax.broadcasted_iota(jnp.uint32, x.shape, axis) * jnp.uint32(stride)
+        stride *= x.shape[axis]
+    return jnp.stack([jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * position, dtype=jnp.uint32)])
+
+
+def _host_sums(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    bits = x.view(f"u{x.dtype.itemsize}").astype(np.uint32).reshape(-1)
+    position = np.arange(1, bits.size + 1, dtype=np.uint32)
+    return np.stack([np.sum(bits, dtype=np.uint32), np.sum(bits * position, dtype=np.uint32)])
+
+
+@jax.jit
+def _tree_sums(tree):
+    return jax.tree.map(_device_sums, tree)
+
+
+def checksums(tree, host: bool = False) -> dict[str, list[int]]:
+    """{leaf path: [sum, position-weighted sum]} of a tree's leaves; `host` for numpy trees on this host."""
+    sums = jax.tree.map(_host_sums, tree) if host else jax.device_get(_tree_sums(tree))
+    flat, _ = jax.tree_util.tree_flatten_with_path(sums)
+    return {jax.tree_util.keystr(path): [int(v) for v in value] for path, value in flat}
+
+
+def _verify(folder: str, step: int, item: str, saved: dict | None, tree, host: bool = False) -> None:
+    """Raises CheckpointError naming the first leaf of `tree` whose checksum differs from the saved one."""
+    if saved is None:
+        log.warning("checkpoint step %d in %s has no checksums (saved before emo-jax kept them); %s is unverified",
+                    step, folder, item)
+        return
+    expected = saved.get(item, {})
+    found = checksums(tree, host=host)
+    if found.keys() != expected.keys():
+        missing = sorted(expected.keys() - found.keys()) or sorted(found.keys() - expected.keys())
+        raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} does not have the "
+                              f"leaves it was saved with (first differing: {missing[0]})")
+    for path, value in found.items():
+        if value != expected[path]:
+            raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r}, leaf {path} "
+                                  "does not match its saved checksum; restore another step (--step)")
+
+
+def _read(folder: str, step: int, item: str, restore):
+    """restore() of one item, its failures (a truncated or unreadable file) as a CheckpointError naming it."""
+    try:
+        return restore()
+    except Exception as e:  # Orbax and TensorStore raise many types for a damaged file
+        detail = (str(e).strip().splitlines() or [""])[0].split(". See full TensorStore details")[0]
+        raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} cannot be read "
+                              f"({type(e).__name__}: {detail[:300]}); restore another step (--step)") from e
+
+
+def _newest_intact(folder: str, steps: list[int], step: int | None, restore_step, damaged: set[int] | None = None):
+    """restore_step(s) of the asked-for step, or of the newest step that restores intact (warning per bad one,
+    whose step goes into `damaged`)."""
+    if step is not None:
+        if step not in steps:
+            raise CheckpointError(f"{folder} has no checkpoint at step {step}; it has steps {sorted(steps)}")
+        return restore_step(step)
+    errors = []
+    for candidate in sorted(steps, reverse=True):
+        try:
+            result = restore_step(candidate)
+        except CheckpointError as e:
+            errors.append(str(e))
+            if damaged is not None:
+                damaged.add(candidate)
+            log.warning("%s; trying the previous step", e)
+            continue
+        if errors:
+            log.warning("restored step %d, the newest intact checkpoint in %s", candidate, folder)
+        return result
+    raise CheckpointError(f"no intact checkpoint in {folder}: " + "; ".join(errors))
 
 
 def checkpoint_folder(path: str) -> str:
@@ -46,6 +145,7 @@ class Checkpointer:
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self.config = config
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.damaged: set[int] = set()  # steps a restore found damaged; a save of the same step replaces them
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -53,6 +153,10 @@ class Checkpointer:
     def save(self, state: TrainState, data_iterator, force: bool = False) -> bool:
         """Starts an asynchronous save of `state` at its step; the device-to-host copy finishes before return."""
         step = int(jax.device_get(state.step))
+        if step in self.damaged:
+            log.warning("replacing the damaged checkpoint step %d in %s", step, self.directory)
+            self.manager.delete(step)
+            self.damaged.discard(step)
         if step in self.manager.all_steps():
             return False
         args = {
@@ -60,27 +164,45 @@ class Checkpointer:
             "ema": ocp.args.StandardSave(state.ema),
             "train": ocp.args.StandardSave({k: getattr(state, k) for k in TRAIN_FIELDS}),
             "config": ocp.args.JsonSave(json.loads(self.config.to_json())),
+            "checksums": ocp.args.JsonSave({item: checksums(tree) for item, tree in (
+                ("params", state.params), ("ema", state.ema),
+                ("train", {k: getattr(state, k) for k in TRAIN_FIELDS}))}),
         }
         if data_iterator is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
     def restore(self, target: TrainState, data_iterator, step: int | None = None) -> TrainState:
-        """The checkpoint at `step` (default latest) placed onto `target`'s shardings, which may belong to another
-        mesh than the one that saved it; `data_iterator` is moved to the saved position in place."""
-        step = self.manager.latest_step() if step is None else step
-        if step is None:
-            raise ValueError(f"no checkpoint in {self.directory}")
-        args = {
-            "params": ocp.args.StandardRestore(target.params),
-            "ema": ocp.args.StandardRestore(target.ema),
-            "train": ocp.args.StandardRestore({k: getattr(target, k) for k in TRAIN_FIELDS}),
-        }
-        if data_iterator is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+        """The checkpoint at `step` (default: the newest intact one) placed onto `target`'s shardings, which may
+        belong to another mesh than the one that saved it; `data_iterator` is moved to the saved position in
+        place. A damaged `step` is a CheckpointError; without `step` a damaged newest one falls back."""
+        steps = list(self.manager.all_steps())
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        return _newest_intact(self.directory, steps, step,
+                              lambda s: self._restore_step(target, data_iterator, s), self.damaged)
+
+    def _restore_step(self, target: TrainState, data_iterator, step: int) -> TrainState:
+        saved = self._saved_checksums(step)
+        targets = {"params": target.params, "ema": target.ema,
+                   "train": {k: getattr(target, k) for k in TRAIN_FIELDS}}
+        restored = {}
+        for item, tree in targets.items():
+            args = ocp.args.Composite(**{item: ocp.args.StandardRestore(tree)})
+            restored[item] = _read(self.directory, step, item, lambda: self.manager.restore(step, args=args)[item])
+            _verify(self.directory, step, item, saved, restored[item])
+        if data_iterator is not None:  # last: it moves the iterator, which only an intact step may do
+            args = ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(data_iterator))
+            _read(self.directory, step, "data", lambda: self.manager.restore(step, args=args))
         log.info("restored step %d from %s", step, self.directory)
         return TrainState(params=restored["params"], ema=restored["ema"], **restored["train"])
+
+    def _saved_checksums(self, step: int) -> dict | None:
+        if not os.path.isdir(os.path.join(self.directory, str(step), "checksums")):
+            return None
+        args = ocp.args.Composite(checksums=ocp.args.JsonRestore())
+        return _read(self.directory, step, "checksums",
+                     lambda: self.manager.restore(step, args=args)["checksums"])
 
     def wait(self) -> None:
         """Blocks until every started save is on disk."""
@@ -103,25 +225,33 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
                    use_ema: bool = True) -> tuple[ml_collections.ConfigDict, dict]:
     """(config, params) of a training checkpoint, params a plain tree of numpy arrays on the host.
 
-    `checkpoint_dir` is a run's workdir or its checkpoints/ folder; `step` defaults to the latest. With use_ema
+    `checkpoint_dir` is a run's workdir or its checkpoints/ folder; `step` defaults to the newest intact one. With use_ema
     the trainable parameters are their EMA, the frozen ones the (unchanged) params.
     """
     folder = checkpoint_folder(checkpoint_dir)
     if not os.path.isdir(folder):
-        raise ValueError(f"checkpoint folder {checkpoint_dir!r} does not exist; pass an emo-train --workdir")
+        raise CheckpointError(f"checkpoint folder {checkpoint_dir!r} does not exist; pass an emo-train --workdir")
     handlers = {name: ocp.PyTreeCheckpointHandler() for name in ("params", "ema")}
-    handlers["config"] = ocp.JsonCheckpointHandler()
+    handlers.update(config=ocp.JsonCheckpointHandler(), checksums=ocp.JsonCheckpointHandler())
     options = ocp.CheckpointManagerOptions(read_only=True)
     with ocp.CheckpointManager(folder, options=options, item_handlers=handlers) as manager:
-        steps = manager.all_steps()
+        steps = list(manager.all_steps())
         if not steps:
-            raise ValueError(f"{folder} holds no checkpoints; is it an emo-train --workdir?")
-        step = max(steps) if step is None else step
-        if step not in steps:
-            raise ValueError(f"{folder} has no checkpoint at step {step}; it has steps {sorted(steps)}")
-        config = ml_collections.ConfigDict(manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))["config"])
-        params = _host_restore(manager, step, "params")
-        if use_ema:
-            params = merge(params, _host_restore(manager, step, "ema"))
-    return config, params
+            raise CheckpointError(f"{folder} holds no checkpoints; is it an emo-train --workdir?")
+
+        def restore_step(s: int) -> tuple[ml_collections.ConfigDict, dict]:
+            config = ml_collections.ConfigDict(_read(folder, s, "config", lambda: manager.restore(
+                s, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]))
+            saved = None
+            if os.path.isdir(os.path.join(folder, str(s), "checksums")):
+                saved = _read(folder, s, "checksums", lambda: manager.restore(
+                    s, args=ocp.args.Composite(checksums=ocp.args.JsonRestore()))["checksums"])
+            params = _read(folder, s, "params", lambda: _host_restore(manager, s, "params"))
+            _verify(folder, s, "params", saved, params, host=True)
+            if use_ema:
+                ema = _read(folder, s, "ema", lambda: _host_restore(manager, s, "ema"))
+                _verify(folder, s, "ema", saved, ema, host=True)
+                params = merge(params, ema)
+            return config, params
+
+        return _newest_intact(folder, steps, step, restore_step)

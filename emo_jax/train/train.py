@@ -181,8 +181,10 @@ def log_sources(config: ml_collections.ConfigDict, sources: dict[tuple[str, ...]
 
 
 def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDataset | None = None,
-          random_init_encoders: bool = False) -> TrainState:
-    """Runs (or resumes) training to config.train.steps; `dataset` replaces the prepared shards (per process)."""
+          random_init_encoders: bool = False, resume_step: int | None = None) -> TrainState:
+    """Runs (or resumes) training to config.train.steps; `dataset` replaces the prepared shards (per process).
+
+    A workdir with checkpoints resumes from checkpoint `resume_step`, by default the newest intact one."""
     t = config.train
     # Mesh.
     mesh = make_mesh(config.mesh.shape)
@@ -194,8 +196,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
     # State: restored from the workdir, or created on the mesh and filled from SD1.5 / the previous stage.
     factory = StateFactory(config, mesh)
     checkpoints = Checkpointer(workdir, config)
-    if checkpoints.latest_step() is not None:
-        state = checkpoints.restore(factory.abstract_with_shardings(), iterator)
+    if checkpoints.latest_step() is not None or resume_step is not None:
+        state = checkpoints.restore(factory.abstract_with_shardings(), iterator, step=resume_step)
     else:
         state = factory.create(config.seed)
         i = config.init
