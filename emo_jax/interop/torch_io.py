@@ -28,7 +28,23 @@ def find_weights_file(folder: str, stems: Iterable[str] = ("diffusion_pytorch_mo
 
 
 def load_state_dict(path: str) -> StateDict:
-    """Loads a state dict as float32-or-native numpy arrays. A .bin is read with torch.load(weights_only=True)."""
+    """Loads a state dict as float32-or-native numpy arrays. A .bin is read with torch.load(weights_only=True).
+
+    Every floating-point tensor must be finite: a NaN or Inf is a CheckpointError naming the file and the first
+    such tensor, so damaged or diverged weights stop the import instead of turning every output into NaN."""
+    return _finite(_read_state_dict(path), path)
+
+
+def _finite(state: StateDict, path: str) -> StateDict:
+    for key, value in state.items():
+        if value.dtype.kind not in "biu" and not np.isfinite(np.asarray(value, np.float32)).all():
+            bad = int(np.size(value) - np.isfinite(np.asarray(value, np.float32)).sum())
+            raise CheckpointError(f"{path!r}: tensor {key!r} holds {bad} non-finite values (NaN or Inf); the file "
+                                  "is damaged or the weights diverged; download or export it again")
+    return state
+
+
+def _read_state_dict(path: str) -> StateDict:
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file {path!r} does not exist")
     if path.endswith(".safetensors"):
