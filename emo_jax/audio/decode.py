@@ -35,7 +35,13 @@ def load_audio(path: str, sample_rate: int = 16000) -> np.ndarray:
             raise AudioError(f"cannot decode the audio of {path!r}: {e}") from e
     if not chunks or sum(c.shape[1] for c in chunks) == 0:
         raise AudioError(f"{path!r} has an audio stream but no samples in it; pass a file that holds sound")
-    return np.concatenate([c.mean(axis=0) for c in chunks]).astype(np.float32)
+    samples = np.concatenate([c.mean(axis=0) for c in chunks]).astype(np.float32)
+    finite = np.isfinite(samples)
+    if not finite.all():  # float WAVs store NaN and Inf as they are; every feature computed from them is NaN
+        first = int(np.argmin(finite))
+        raise AudioError(f"{path!r} holds {int(samples.size - finite.sum())} non-finite samples (NaN or Inf), the "
+                         f"first at {first / sample_rate:.3f} s; the file is damaged; re-encode or replace it")
+    return samples
 
 
 def normalize_audio(x: np.ndarray) -> np.ndarray:

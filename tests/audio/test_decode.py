@@ -97,6 +97,14 @@ def test_missing_empty_videoonly_and_text_files_raise_audio_error(tmp_path):
         load_audio(str(text))
 
 
+def test_float_wav_with_nan_samples_is_an_audio_error(tmp_path):
+    x = _sine(440, 16000, 0.5, 0.5).astype(np.float32)
+    x[4000:4003] = np.nan
+    _write(tmp_path / "nan.wav", "pcm_f32le", 16000, "mono", x[None], "flt")
+    with pytest.raises(AudioError, match=r"nan\.wav' holds 3 non-finite samples .* the first at 0\.250 s"):
+        load_audio(str(tmp_path / "nan.wav"))
+
+
 def test_normalize_audio_matches_transformers_feature_extractor():
     from transformers import Wav2Vec2FeatureExtractor
 

@@ -1,4 +1,5 @@
 """The emo-audio-features command: audio file + wav2vec2 folder -> .npy of per-frame features."""
+import struct
 import wave
 
 import numpy as np
@@ -16,6 +17,14 @@ def _write_wav(path, seconds, rate=16000):
         f.setsampwidth(2)
         f.setframerate(rate)
         f.writeframes(x.tobytes())
+
+
+def _write_float_wav(path, x, rate=16000):
+    """A mono IEEE-float (format 3) WAV, which the wave module cannot write."""
+    data = np.asarray(x, "<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+                     + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
 
 
 def test_cli_writes_features(tmp_path, capsys):
@@ -36,6 +45,21 @@ def test_cli_reports_bad_inputs(tmp_path, capsys):
     assert code == 2
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_cli_refuses_nan_samples(tmp_path, capsys):
+    folder = str(tmp_path / "w2v")
+    save_tiny(folder)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    x[[100, 5000]] = np.nan
+    _write_float_wav(tmp_path / "nan.wav", x)
+    out = tmp_path / "feats.npy"
+    capsys.readouterr()  # save_tiny's progress bar
+    assert main([str(tmp_path / "nan.wav"), "--wav2vec", folder, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emo-audio-features: error:") and "nan.wav" in err[0]
+    assert "2 non-finite samples" in err[0]
+    assert not out.exists()
 
 
 def test_frame_rate_context_and_window_come_from_the_config(tmp_path, monkeypatch):
