@@ -23,6 +23,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.fps = 15
     c.data.workers = 0  # two cores: Grain's worker processes would compete with the training step itself
     c.data.reference_margin = 4
+    # Crop side / face side (emo_512's 2.0 suits real footage). At 2.0 the swaying drawn head filled a quarter of
+    # the 32 px crop and an open mouth was about 5 x 6 pixels; 1.4 makes the face, and the mouth the audio must
+    # drive, larger in every frame. emo-generate frames the portraits by the same rule.
+    c.data.face_expand = 1.4
 
     t = c.train
     # The paper's 1e-5 fine-tunes a pretrained SD1.5; these tiny UNets start from scratch and must converge in
@@ -53,18 +57,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.ref_scale = 2.0
     s.audio_scale = 3.0
     s.clips_per_chunk = 4
-    s.face_expand = 1.1  # training masks are the union of a clip's unexpanded face boxes
+    # Training masks are the union of one clip's face boxes; the drawn heads sway slowly, a pixel or two of the
+    # 32 px frame within a clip, so the portrait's box needs little room beyond itself.
+    s.mask_expand = 1.1
 
     c.demo = d = ml_collections.ConfigDict()
     d.identities = 5
     d.videos_per_identity = 3
     d.video_seconds = 8.0  # one segment per video (emo-prepare's min 3 s, max 12 s)
     d.heldout_seconds = 4.0
-    d.render_side = 128  # the raw videos; Haar finds the drawn faces reliably from about 100 px up
-    # emo-prepare's crop side / face side (its default 2.0 suits real footage). At 2.0 the swaying drawn head
-    # filled a quarter of the 32 px crop and an open mouth was about 5 x 6 pixels; 1.4 makes the face, and the
-    # mouth the audio must drive, larger in every frame.
-    d.face_expand = 1.4
+    d.render_side = 128  # the raw videos and portraits; Haar finds the drawn faces reliably from about 100 px up
     d.vae_steps = 250
     d.vae_lr = 2e-3
     d.vae_batch = 16

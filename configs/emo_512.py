@@ -86,6 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data = d = ml_collections.ConfigDict()
     d.fps = 30
     d.size = 512
+    # Crop side / face side of a still face: emo-prepare's crops of training videos and emo-generate's crop of the
+    # portrait follow this one rule (data_pipeline/crop.py: frame_face). Our choice: the face box fills half the side.
+    d.face_expand = 2.0
     d.path = ""  # folder of ArrayRecord shards written by emo-prepare
     d.reference_margin = 15  # stage 1: frames between target and reference (our choice: half a second)
     d.workers = 2
@@ -127,7 +130,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sp.guidance = "separate"  # or "joint"
     sp.ref_scale = 3.5  # Hallo's default CFG scale
     sp.audio_scale = 3.5
-    sp.face_expand = 1.5  # face box expansion on the reference (our choice; Hallo uses 1.2 for its crop)
+    # Inference only: the face locator's mask is the portrait's face box grown this many times about its centre,
+    # room for the head motion of the whole video that one still box does not cover (training masks are the
+    # union of each clip's face boxes). Our choice; Hallo's inference config has face_expand_ratio 1.2.
+    sp.mask_expand = 1.5
     sp.clips_per_chunk = 4  # clips streamed to the host per compiled call
 
     c.mesh = mesh = ml_collections.ConfigDict()

@@ -8,9 +8,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from data_pipeline.crop import crop_resize, segment_crop, smooth_boxes, to_crop_pixels, union_mask
+from data_pipeline.crop import Framing, frame_face, smooth_boxes
 from data_pipeline.encoders import SegmentEncoders
-from data_pipeline.faces import HaarFaceDetector, track_faces
+from data_pipeline.faces import ANALYSIS_SIDE, HaarFaceDetector, analysis_frame, track_faces
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
@@ -26,14 +26,16 @@ class PrepareConfig:
     fps: float = 30.0
     size: int = 512
     detect_every: int = 5  # detection every 5th frame (6 per second at 30 fps); tracking fills the rest
-    face_expand: float = 2.0  # crop side / face side for a still face
+    face_expand: float = 2.0  # crop side / face side of a still face: config.data.face_expand (emo-generate's too)
     box_smooth_seconds: float = 0.1  # Gaussian sigma of the temporal face-box smoothing
     min_seconds: float = 3.0
     max_seconds: float = 12.0
     shot_threshold: float = 0.4
     jpeg_quality: int = 95
     speed_estimator: str = "flow"
-    analysis_side: int = 320  # detection, cuts and speed run on grey frames this long: ~60 KB per frame kept
+    # Detection, cuts and speed run on grey frames this long (~60 KB per frame kept); emo-generate detects on
+    # portraits at the default.
+    analysis_side: int = ANALYSIS_SIDE
     audio_sample_rate: int = 16000
     audio_window_seconds: float = 30.0  # wav2vec2's window on long audio: config.audio.window_seconds
     wav2vec: str = ""  # Hugging Face wav2vec2 folder: store per-frame features (schema v2); "" = none
@@ -95,12 +97,9 @@ def _analysis_frames(path: str, cfg: PrepareConfig) -> tuple[list[np.ndarray], f
     """Small grey frames at the target fps, their scale relative to the source, and the source (width, height)."""
     grays, scale, source_size = [], 1.0, (0, 0)
     for frame in iter_frames(path, cfg.fps):
-        h, w = frame.shape[:2]
-        scale, source_size = min(1.0, cfg.analysis_side / max(h, w)), (w, h)
-        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-        if scale < 1.0:
-            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        gray, scale = analysis_frame(frame, cfg.analysis_side)
         grays.append(gray)
+        source_size = frame.shape[1], frame.shape[0]
     return grays, scale, source_size
 
 
@@ -110,8 +109,7 @@ class _Plan:
 
     start: int
     end: int
-    crop: np.ndarray
-    face_boxes: np.ndarray  # in crop pixels
+    framing: Framing
     speed: np.ndarray
 
 
@@ -134,9 +132,8 @@ def _plan_segments(path: str, cfg: PrepareConfig, detector: HaarFaceDetector,
     for start, end in ranges:
         smoothed = smooth_boxes(boxes[start:end], cfg.box_smooth_seconds * cfg.fps)
         speed = estimator(grays[start:end], smoothed, cfg.fps)
-        source_boxes = smoothed / scale
-        crop = segment_crop(source_boxes, width, height, cfg.face_expand)
-        plans.append(_Plan(start, end, crop, to_crop_pixels(source_boxes, crop, cfg.size), speed))
+        framing = frame_face(smoothed / scale, width, height, cfg.face_expand, cfg.size)
+        plans.append(_Plan(start, end, framing, speed))
     return plans, len(grays)
 
 
@@ -179,7 +176,7 @@ def extract_segments(
             jpegs = []
             for frame in frames:
                 if plan.start <= t:
-                    jpegs.append(_encode_jpeg(crop_resize(frame, plan.crop, cfg.size), cfg.jpeg_quality))
+                    jpegs.append(_encode_jpeg(plan.framing.frame(frame), cfg.jpeg_quality))
                 t += 1
                 if t == plan.end:
                     break
@@ -192,9 +189,9 @@ def extract_segments(
                 fps=cfg.fps,
                 size=cfg.size,
                 frames_jpeg=jpegs,
-                face_boxes=plan.face_boxes,
-                crop_box=plan.crop,
-                face_mask=union_mask(plan.face_boxes, cfg.size),
+                face_boxes=plan.framing.boxes_T4,
+                crop_box=plan.framing.crop,
+                face_mask=plan.framing.mask(),
                 speed=plan.speed,
                 speed_estimator=estimator.name,
                 audio=audio[first : first + round(len(jpegs) * per_frame)].astype(np.float32),

@@ -8,6 +8,22 @@ import cv2
 import numpy as np
 
 _CASCADE = "haarcascade_frontalface_default.xml"
+# Longer side of the grey frames detection runs on (emo-prepare's --analysis-side default, emo-generate's too).
+ANALYSIS_SIDE = 320
+
+
+def analysis_frame(frame_HW3: np.ndarray, side: int = ANALYSIS_SIDE) -> tuple[np.ndarray, float]:
+    """(uint8 grey copy of the RGB frame, its longer side at most `side` pixels; its scale relative to the frame).
+
+    emo-prepare's video frames and emo-generate's portrait go through this one copy, so the same picture gives
+    the same face box to both.
+    """
+    h, w = frame_HW3.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    gray = cv2.cvtColor(frame_HW3, cv2.COLOR_RGB2GRAY)
+    if scale < 1.0:
+        gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return gray, scale
 
 
 class HaarFaceDetector:
@@ -48,15 +64,20 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter)
 
 
+def largest(boxes: np.ndarray) -> np.ndarray:
+    """The largest of the boxes [N >= 1, 4]: the speaker, usually."""
+    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+
+
 def _pick(boxes: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
-    """The tracked face: the box overlapping the previous one most, else the largest (the speaker, usually)."""
+    """The tracked face: the box overlapping the previous one most, else the largest."""
     if not len(boxes):
         return None
     if previous is not None:
         overlap = _iou(boxes, previous)
         if overlap.max() > 0.3:
             return boxes[int(overlap.argmax())]
-    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+    return largest(boxes)
 
 
 def track_faces(

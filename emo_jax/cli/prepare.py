@@ -1,7 +1,8 @@
 """emo-prepare: raw talking-head videos -> ArrayRecord shards of segment records, plus manifest.json.
 
-Frame rate, crop size, audio sample rate and wav2vec2 window come from --config (default configs/emo_512.py), so
-the records hold what training on that config reads; each has a flag that overrides it. The output layout and
+Frame rate, crop size, face framing, audio sample rate and wav2vec2 window come from --config (default
+configs/emo_512.py), so the records hold what training on that config reads and a portrait given to emo-generate
+with that config is framed as the training faces were; each has a flag that overrides it. The output layout and
 resuming are described in data_pipeline/prepare.py.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ from emo_jax.cli.runner import DEFAULT_CONFIG, ArgumentParser, log_to_stderr, ru
 log = logging.getLogger("emo-prepare")
 
 # PrepareConfig fields whose defaults are config values.
-FROM_CONFIG = {"fps": "data.fps", "size": "data.size", "audio_sample_rate": "audio.sample_rate",
-               "audio_window_seconds": "audio.window_seconds"}
+FROM_CONFIG = {"fps": "data.fps", "size": "data.size", "face_expand": "data.face_expand",
+               "audio_sample_rate": "audio.sample_rate", "audio_window_seconds": "audio.window_seconds"}
 
 
 def _parser() -> ArgumentParser:

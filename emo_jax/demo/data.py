@@ -9,8 +9,6 @@ import cv2
 import ml_collections
 import numpy as np
 
-from data_pipeline.crop import crop_resize
-from data_pipeline.schema import SegmentRecord
 from emo_jax.demo.synthetic import SAMPLE_RATE, Identity, make_identities, reference_image, render_video, speech_audio
 from emo_jax.video.io import write_video
 
@@ -60,15 +58,8 @@ def write_demo_data(root: str, config: ml_collections.ConfigDict) -> DemoData:
     return DemoData(identities, videos, heldout, waves)
 
 
-def write_portrait(path: str, ident: Identity, records: list[SegmentRecord], side: int) -> np.ndarray:
-    """The identity at rest, framed as emo-prepare framed its training videos; written as PNG and returned.
-
-    emo-generate crops the largest square of a portrait around the face. Its training crops held the swaying
-    head with a margin (data_pipeline.crop.segment_crop), so the portrait is cut by the median of those windows:
-    the generator then sees the face at the scale it learnt.
-    """
-    # The heads sway about the frame's centre line, where reference_image draws the resting head.
-    box = np.round(np.median(np.stack([r.crop_box for r in records]), axis=0))
-    image = crop_resize(reference_image(ident, side), box, side)
-    cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    return image
+def write_portrait(path: str, ident: Identity, side: int) -> str:
+    """The identity at rest, drawn as in its training videos (side x side, the whole scene, no crop), as PNG;
+    returns the path. emo-generate frames it by the rule emo-prepare framed the videos with."""
+    cv2.imwrite(path, cv2.cvtColor(reference_image(ident, side), cv2.COLOR_RGB2BGR))
+    return path

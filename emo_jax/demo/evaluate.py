@@ -13,7 +13,7 @@ from emo_jax.audio.features import audio_features
 from emo_jax.demo.metrics import continuity, identity_accuracy, mouth_opening, pearson
 from emo_jax.demo.synthetic import loudness_per_frame
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.sample.generate import crop_reference, detect_face, load_image, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference, load_image, restore_model
 from emo_jax.sample.sampler import Sampler
 from emo_jax.video.io import contact_sheet, write_video
 
@@ -46,9 +46,9 @@ class Generator:
 
     def reference(self, portrait_path: str) -> tuple[np.ndarray, np.ndarray]:
         """(reference crop [S, S, 3] as the model sees it, face mask) of a portrait file, as emo-generate makes them."""
-        image = load_image(portrait_path)
-        return crop_reference(image, detect_face(image, portrait_path), self.config.data.size, self.sampler.mask_size,
-                              self.config.sample.face_expand)
+        image, c = load_image(portrait_path), self.config
+        return frame_reference(image, detect_face(image, portrait_path), c.data.size, c.data.face_expand,
+                               c.sample.mask_expand)
 
     def frames(self, reference: np.ndarray, mask: np.ndarray, audio: np.ndarray, seed: int) -> np.ndarray:
         """uint8 frames [T, S, S, 3] for 16 kHz audio, T = round(duration * fps)."""

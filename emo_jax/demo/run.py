@@ -63,7 +63,7 @@ def prepare_config(config: ml_collections.ConfigDict, wav2vec: str = "", vae: st
     from data_pipeline.extract import PrepareConfig
 
     return PrepareConfig(fps=config.data.fps, size=config.data.size, min_seconds=2.0, max_seconds=12.0,
-                         face_expand=config.demo.face_expand, audio_sample_rate=config.audio.sample_rate,
+                         face_expand=config.data.face_expand, audio_sample_rate=config.audio.sample_rate,
                          audio_window_seconds=config.audio.window_seconds, wav2vec=wav2vec, vae=vae)
 
 
@@ -111,11 +111,8 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     with phases("prepare"):
         manifest = prepare(data.videos, path("prepared"), prepare_config(c2, wav2vec, vae))
         _check_prepared(manifest, len(data.videos))
-    portraits = []
-    for ident in data.identities:
-        own = [r for r in plain if os.path.basename(r.source).startswith(ident.name + "_")]
-        portraits.append(path("data", f"{ident.name}_portrait.png"))
-        write_portrait(portraits[-1], ident, own, c2.demo.render_side)
+    portraits = [write_portrait(path("data", f"{ident.name}_portrait.png"), ident, c2.demo.render_side)
+                 for ident in data.identities]
     for c in (c1, c2):
         c.data.path, c.vae.path, c.audio.wav2vec_path, c.seed = path("prepared"), vae, wav2vec, seed
     c2.init.previous_stage = path("stage1")

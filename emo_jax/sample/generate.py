@@ -12,9 +12,6 @@ from emo_jax.errors import ConfigError
 # Head rotation speed (degrees per frame) used when a speed model gets no --speed: calm talking-head motion,
 # inside the finely resolved low buckets of configs/emo_512.py's model.speed.centres.
 DEFAULT_SPEED = 1.0
-# Haar detection runs on a copy whose longer side is at most this many pixels: the cascade's cost grows with
-# the pixel count and portraits are usually far larger than the faces it needs to see.
-DETECT_SIDE = 640
 
 
 def parse_face_box(text: str) -> np.ndarray:
@@ -43,44 +40,35 @@ def load_image(path: str) -> np.ndarray:
 
 
 def detect_face(image_HW3: np.ndarray, path: str) -> np.ndarray:
-    """The largest face box (x0, y0, x1, y1) the Haar cascade finds, in image pixels."""
-    import cv2
+    """The largest face box (x0, y0, x1, y1) the Haar cascade finds, in image pixels, found on the grey copy
+    emo-prepare detects on."""
+    from data_pipeline.faces import HaarFaceDetector, analysis_frame, largest
 
-    from data_pipeline.faces import HaarFaceDetector
-
-    scale = min(1.0, DETECT_SIDE / max(image_HW3.shape[:2]))
-    gray = cv2.cvtColor(image_HW3, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    gray, scale = analysis_frame(image_HW3)
     boxes = HaarFaceDetector()(gray) / scale
     if not len(boxes):
         raise ValueError(f"no face found in {path!r}; pass the face region yourself with --face-box x0,y0,x1,y1 "
                          "(pixels of the image)")
-    return boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
+    return largest(boxes)
 
 
-def crop_reference(image_HW3: np.ndarray, box: np.ndarray, size: int, mask_size: int,
-                   expand: float) -> tuple[np.ndarray, np.ndarray]:
-    """(reference [size, size, 3], face mask [mask_size, mask_size]) from the largest square crop around the face.
+def frame_reference(image_HW3: np.ndarray, box: np.ndarray, size: int, face_expand: float,
+                    mask_expand: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reference [size, size, 3], face mask [size, size] float32) of a portrait whose face is `box`.
 
-    The crop keeps as much of the portrait as a square can, centred on the face where the borders allow; the
-    mask is the face box grown `expand` times about its centre, as the face locator's region for the whole video.
+    The portrait is framed as emo-prepare frames a still face (data_pipeline.crop.frame_face with
+    config.data.face_expand), so the reference looks like a training frame. The mask is that framing's mask with
+    the box grown `mask_expand` (config.sample.mask_expand) times: it must hold the head wherever it moves in
+    the whole video, which one still box does not.
     """
-    from data_pipeline.crop import crop_resize, union_mask
+    from data_pipeline.crop import frame_face
 
     h, w = image_HW3.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box)
     if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
         raise ValueError(f"face box {box.tolist()} lies outside the {w}x{h} image; give x0,y0,x1,y1 in its pixels")
-    side = min(h, w)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    left = int(round(np.clip(cx - side / 2, 0, w - side)))
-    top = int(round(np.clip(cy - side / 2, 0, h - side)))
-    reference = crop_resize(image_HW3, np.array([left, top, left + side, top + side]), size)
-    half_w, half_h = (x1 - x0) / 2 * expand, (y1 - y0) / 2 * expand
-    grown = np.array([cx - half_w - left, cy - half_h - top, cx + half_w - left, cy + half_h - top], np.float32)
-    grown = np.clip(grown * (mask_size / side), 0, mask_size)
-    return reference, union_mask(grown[None], mask_size).astype(np.float32)
+    framing = frame_face(np.asarray(box, np.float32)[None], w, h, face_expand, size)
+    return framing.frame(image_HW3), framing.mask(mask_expand).astype(np.float32)
 
 
 def load_speed(text: str | None, num_frames: int) -> np.ndarray:
@@ -166,6 +154,9 @@ def generate(args: argparse.Namespace, config) -> str:
     fps = config.data.fps if args.fps is None else args.fps
     if not fps > 0:
         raise ConfigError(f"--fps must be positive, got {fps}")
+    if not (config.data.face_expand >= 1 and s.mask_expand > 0):
+        raise ConfigError(f"--config.data.face_expand must be >= 1 and --config.sample.mask_expand > 0, got "
+                          f"{config.data.face_expand} and {s.mask_expand}")
     seed = config.seed if args.seed is None else args.seed
     cfg = check_video_model(config)
     if args.speed is not None and not cfg.unet.speed_attention:
@@ -174,6 +165,7 @@ def generate(args: argparse.Namespace, config) -> str:
 
     image = load_image(args.image)
     box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image)
+    reference, mask = frame_reference(image, box, config.data.size, config.data.face_expand, s.mask_expand)
     audio = load_audio(args.audio)
     num_frames = check_audio_length(audio, fps, args.audio)  # before any model is loaded or compiled
     encoder, encoder_params, w2v = encoders.audio_encoder(config, random_init=args.random_init)
@@ -187,7 +179,6 @@ def generate(args: argparse.Namespace, config) -> str:
         raise ConfigError(f"data.size {config.data.size} must equal model.latent_size {config.model.latent_size} x "
                           f"the VAE's factor {vae_cfg.downsample_factor}")
     codec = VAECodec(vae_module, vae_params, chunk=config.model.clip_frames)
-    reference, mask = crop_reference(image, box, config.data.size, sampler.mask_size, s.face_expand)
     ref = sampler.reference(codec.encode(reference[None]))
     features = audio_features(audio, fps, encoder, encoder_params, context=cfg.audio.context,
                               window_seconds=config.audio.window_seconds)

@@ -56,10 +56,14 @@ def tone_with_click(seconds: float, click_frame: int | None) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-def write_mp4(path, frames: np.ndarray, audio: np.ndarray | None, pts_ms=None, rotation: int = 0) -> str:
-    """H.264 + AAC mp4 at FPS, or at explicit millisecond timestamps, with optional rotation metadata."""
+def write_mp4(path, frames: np.ndarray, audio: np.ndarray | None, pts_ms=None, rotation: int = 0,
+              lossless: bool = False) -> str:
+    """H.264 + AAC mp4 at FPS, or at explicit millisecond timestamps, with optional rotation metadata.
+
+    lossless: quantiser 0, so equal frames decode equal (lossy P-frames differ from their I-frame by up to 39).
+    """
     with av.open(str(path), "w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=FPS)
+        video = container.add_stream("libx264", rate=FPS, options={"qp": "0"} if lossless else None)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         base = Fraction(1, 1000) if pts_ms is not None else Fraction(1, FPS)
         video.codec_context.time_base = base

@@ -1,4 +1,5 @@
-"""emo-generate end to end with --random-init on a drawn face and a generated wav; its input errors."""
+"""emo-generate end to end with --random-init on a drawn face and a generated wav; its input errors; its framing of
+the portrait against emo-prepare's of the same face."""
 import json
 import wave
 
@@ -7,12 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_pipeline.crop import crop_window, to_crop_pixels
+from data_pipeline.loader import shard_paths, shard_records
+from data_pipeline.schema import decode_jpeg, decode_record
 from emo_jax.cli.generate import main
+from emo_jax.cli.prepare import main as prepare_main
 from emo_jax.config import load_config
 from emo_jax.errors import ConfigError
-from emo_jax.sample.generate import crop_reference, detect_face, load_image, load_speed, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference, load_image, load_speed, restore_model
+from emo_jax.video import iter_frames
 from emo_jax.video.io import read_video, video_info
-from tests.data_pipeline.synthetic_videos import draw_face
+from tests.data_pipeline.synthetic_videos import draw_face, tone_with_click, write_mp4
 
 SR = 16000
 TINY = ["--config", "configs/tiny.py:stage2"]
@@ -90,16 +96,47 @@ def test_bad_face_box_and_missing_weights_are_clear(inputs, capsys):
     assert "stage3" in capsys.readouterr().err
 
 
-def test_reference_crop_centres_the_face_and_grows_the_mask():
+def test_reference_is_framed_by_the_face_and_the_mask_grown():
     image = np.zeros((100, 200, 3), np.uint8)
-    image[40:60, 150:170] = 255  # the "face"
-    reference, mask = crop_reference(image, np.array([150, 40, 170, 60], np.float32), 50, 50, expand=2.0)
-    assert reference.shape == (50, 50, 3)
-    # The 100 px square crop is x 100..200 (the face at 160 is pushed against the right border): the face lands
-    # at x 25..35, y 20..30 of the 50 px reference, and the doubled box covers x 20..40, y 15..35.
-    assert reference[25, 30].min() > 200 and reference[25, 10].max() == 0
+    image[40:60, 180:200] = 255  # the "face", against the right border
+    reference, mask = frame_reference(image, np.array([180, 40, 200, 60], np.float32), 80, face_expand=2.0,
+                                      mask_expand=1.5)
+    assert reference.shape == (80, 80, 3) and mask.shape == (80, 80)
+    # The window is twice the face, 40 px, centred on it but pushed inside the image: x 160..200, y 30..70. At
+    # 2x the face lands at x 40..80, y 20..60, and the mask box grown 1.5x covers x 30..90 (cut at 80), y 10..70.
+    assert reference[40, 60].min() > 200 and reference[40, 20].max() == 0
     ys, xs = np.nonzero(mask)
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (20, 39, 15, 34)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (30, 79, 10, 69)
+
+
+def test_a_portrait_is_framed_as_emo_prepare_framed_the_same_still_face(tmp_path):
+    """emo-prepare on a still-face video and emo-generate's framing of its first frame, both with configs/tiny.py
+    (data.face_expand, data.size): the same face box and crop window, frames within JPEG error, the same mask."""
+    frames = np.full((75, 112, 160, 3), 90, np.uint8)  # landscape: the old largest-square rule would differ
+    for frame in frames:
+        draw_face(frame, 112, 56, 16)
+    (tmp_path / "raw").mkdir()
+    # Lossless, so every frame decodes the same and the face track is one box, as a still face's should be.
+    video = write_mp4(tmp_path / "raw" / "still.mp4", frames, tone_with_click(2.5, None), lossless=True)
+    assert prepare_main(["--config", "configs/tiny.py", "--input", str(tmp_path / "raw"), "--output",
+                         str(tmp_path / "out"), "--min-seconds", "2", "--max-seconds", "4"]) == 0
+    (record,) = [decode_record(r) for r in shard_records(shard_paths(str(tmp_path / "out")))]
+
+    config = load_config("configs/tiny.py")
+    d = config.data
+    portrait = next(iter_frames(video, d.fps))
+    box = detect_face(portrait, video)
+    np.testing.assert_array_equal(record.crop_box, crop_window(box[None], 160, 112, d.face_expand))
+    track = np.repeat(box[None], record.num_frames, axis=0)
+    np.testing.assert_allclose(record.face_boxes, to_crop_pixels(track, record.crop_box, d.size), atol=1e-4)
+    assert record.crop_box[2] - record.crop_box[0] < 112  # a window of its own, not the whole frame height
+    reference, mask = frame_reference(portrait, box, d.size, d.face_expand, mask_expand=1.0)
+    # JPEG at quality 95 moves a 32 px frame by 1.7 on average; the window shifted by one source pixel: 3.5.
+    assert np.abs(reference.astype(int) - decode_jpeg(record.frames_jpeg[0])).mean() < 2.5
+    np.testing.assert_array_equal(mask, record.face_mask)
+    # emo-generate's own mask: the same box grown by sample.mask_expand, for the head motion to come.
+    _, grown = frame_reference(portrait, box, d.size, d.face_expand, config.sample.mask_expand)
+    assert np.all(grown >= mask) and grown.sum() > 1.5 * mask.sum()
 
 
 def test_speed_is_a_number_or_a_per_frame_curve(tmp_path):
