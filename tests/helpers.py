@@ -1,4 +1,4 @@
-"""Shared test utilities: tiny random PyTorch reference models and error measures."""
+"""Shared test utilities: tiny random PyTorch reference models, error measures, and live (perturbed) parameters."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +8,20 @@ def rel_err(a, b) -> float:
     """max |a - b| / max |b|: the parity measure used throughout the tests."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def perturb_zero_leaves(params: dict, seed: int = 0, scale: float = 0.05) -> dict:
+    """`params` with every all-zero leaf drawn from N(0, scale^2): the zero-initialised layers (audio attention,
+    motion modules, face locator output; biases too) get values, so audio, motion frames and the face mask change
+    a model's output and wiring that drops one of them shows."""
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(params)
+    rng = np.random.default_rng(seed)
+    for path, value in flat.items():
+        if not np.any(np.asarray(value)):
+            flat[path] = scale * rng.standard_normal(value.shape).astype(np.float32)
+    return traverse_util.unflatten_dict(flat)
 
 
 def randomize_torch_module(module, seed: int = 0, scale: float = 0.2) -> None:

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from emo_jax.config import load_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps
@@ -17,7 +16,7 @@ from emo_jax.models.emo import EMO
 from emo_jax.models.unet import UNet
 from emo_jax.sample.generate import random_model_params
 from emo_jax.sample.sampler import Sampler, chunk_program
-from tests.helpers import rel_err
+from tests.helpers import perturb_zero_leaves, rel_err
 
 ONE_CLIP, FIVE_CLIPS = 3, 19  # frames; tiny clips have 4, so neither is a multiple of a clip
 
@@ -25,16 +24,10 @@ ONE_CLIP, FIVE_CLIPS = 3, 19  # frames; tiny clips have 4, so neither is a multi
 @pytest.fixture(scope="module")
 def setup():
     config = load_config("configs/tiny.py:stage2")
-    params = random_model_params(config)
-    # Give the zero-initialised layers (audio attention, motion modules, face locator output) values, so that
-    # audio, motion frames and guidance scales can change the result.
-    flat = traverse_util.flatten_dict(params)
-    rng = np.random.default_rng(0)
-    for path, value in flat.items():
-        if not np.any(np.asarray(value)):
-            flat[path] = 0.05 * rng.standard_normal(value.shape).astype(np.float32)
-    params = traverse_util.unflatten_dict(flat)
+    # The zero-initialised layers get values, so that audio, motion frames and guidance scales change the result.
+    params = perturb_zero_leaves(random_model_params(config))
     sampler = Sampler(config, params)
+    rng = np.random.default_rng(0)
     m = config.model
     ref = sampler.reference(rng.standard_normal((1, m.latent_size, m.latent_size, 4)).astype(np.float32))
     audio = rng.standard_normal((FIVE_CLIPS, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim))
