@@ -8,13 +8,15 @@ divisible by train.keep_every.
 
 Every restore recomputes the checksums and compares: a step whose files were changed or cut short is a
 CheckpointError naming the step, the item and the first bad leaf. Without an asked-for step, restores fall back
-to the newest intact step and log a warning naming the bad one.
+to the newest intact step and log a warning naming the bad one. A step saved for another model (a params or ema
+leaf absent or of another shape) is a CheckpointError naming the leaf, without fallback.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import pathlib
 
 import grain
 import jax
@@ -73,6 +75,10 @@ def checksums(tree, host: bool = False) -> dict[str, list[int]]:
     return {jax.tree_util.keystr(path): [int(v) for v in value] for path, value in flat}
 
 
+class DamagedStepError(CheckpointError):
+    """A checkpoint step whose files are unreadable or whose values differ from their saved checksums."""
+
+
 def _verify(folder: str, step: int, item: str, saved: dict | None, tree, host: bool = False) -> None:
     """Raises CheckpointError naming the first leaf of `tree` whose checksum differs from the saved one."""
     if saved is None:
@@ -83,11 +89,11 @@ def _verify(folder: str, step: int, item: str, saved: dict | None, tree, host: b
     found = checksums(tree, host=host)
     if found.keys() != expected.keys():
         missing = sorted(expected.keys() - found.keys()) or sorted(found.keys() - expected.keys())
-        raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} does not have the "
+        raise DamagedStepError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} does not have the "
                               f"leaves it was saved with (first differing: {missing[0]})")
     for path, value in found.items():
         if value != expected[path]:
-            raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r}, leaf {path} "
+            raise DamagedStepError(f"checkpoint step {step} in {folder} is corrupt: item {item!r}, leaf {path} "
                                   "does not match its saved checksum; restore another step (--step)")
 
 
@@ -97,13 +103,28 @@ def _read(folder: str, step: int, item: str, restore):
         return restore()
     except Exception as e:  # Orbax and TensorStore raise many types for a damaged file
         detail = (str(e).strip().splitlines() or [""])[0].split(". See full TensorStore details")[0]
-        raise CheckpointError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} cannot be read "
+        raise DamagedStepError(f"checkpoint step {step} in {folder} is corrupt: item {item!r} cannot be read "
                               f"({type(e).__name__}: {detail[:300]}); restore another step (--step)") from e
 
 
+def _check_shapes(folder: str, step: int, item: str, metadata, target) -> None:
+    """A CheckpointError (not damage: no fallback) when `target` is not the tree of shapes `item` was saved with."""
+    def shapes(tree):
+        flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+        return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
+
+    saved, wanted = shapes(metadata.tree if hasattr(metadata, "tree") else metadata), shapes(target)
+    for path in sorted(saved.keys() | wanted.keys()):
+        if saved.get(path) != wanted.get(path):
+            raise CheckpointError(
+                f"checkpoint step {step} in {folder} was saved for another model: {item} leaf {path} is "
+                f"{saved.get(path, 'absent')} there and {wanted.get(path, 'absent')} in this config; train with the "
+                "config that saved it, or start a new --workdir")
+
+
 def _newest_intact(folder: str, steps: list[int], step: int | None, restore_step, damaged: set[int] | None = None):
-    """restore_step(s) of the asked-for step, or of the newest step that restores intact (warning per bad one,
-    whose step goes into `damaged`)."""
+    """restore_step(s) of the asked-for step, or of the newest step that restores intact (warning per damaged one,
+    whose step goes into `damaged`); other CheckpointErrors (a step saved for another model) stop at once."""
     if step is not None:
         if step not in steps:
             raise CheckpointError(f"{folder} has no checkpoint at step {step}; it has steps {sorted(steps)}")
@@ -112,7 +133,7 @@ def _newest_intact(folder: str, steps: list[int], step: int | None, restore_step
     for candidate in sorted(steps, reverse=True):
         try:
             result = restore_step(candidate)
-        except CheckpointError as e:
+        except DamagedStepError as e:
             errors.append(str(e))
             if damaged is not None:
                 damaged.add(candidate)
@@ -188,6 +209,10 @@ class Checkpointer:
                    "train": {k: getattr(target, k) for k in TRAIN_FIELDS}}
         restored = {}
         for item, tree in targets.items():
+            if item != "train":  # opt_state's saved tree names its tuples differently; it mirrors params anyway
+                folder = pathlib.Path(self.directory, str(step), item)
+                metadata = _read(self.directory, step, item, lambda: ocp.PyTreeCheckpointHandler().metadata(folder))
+                _check_shapes(self.directory, step, item, metadata, tree)
             args = ocp.args.Composite(**{item: ocp.args.StandardRestore(tree)})
             restored[item] = _read(self.directory, step, item, lambda: self.manager.restore(step, args=args)[item])
             _verify(self.directory, step, item, saved, restored[item])

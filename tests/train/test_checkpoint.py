@@ -191,3 +191,13 @@ def test_emo_export_of_a_damaged_step_exits_2_and_writes_nothing(two_steps, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("emo-export: error: checkpoint step 2") and "['a']['kernel']" in err[0]
     assert not out.exists()
+
+
+def test_a_step_saved_for_another_model_is_named_as_such_without_fallback(two_steps, caplog):
+    workdir, config = two_steps
+    target = _small_state(0, _one_device())
+    target = target.replace(params={"a": {"kernel": jnp.zeros((32, 64))}, "b": target.params["b"]})
+    with pytest.raises(CheckpointError, match=r"step 2 .* saved for another model: params leaf \['a'\]\['kernel'\] "
+                                              r"is \(64, 64\) there and \(32, 64\) in this config"):
+        Checkpointer(str(workdir), config).restore(target, None)
+    assert not [r for r in caplog.records if "trying the previous step" in r.getMessage()]
