@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -40,7 +41,7 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def _run(args: argparse.Namespace, config) -> None:
+def _run(args: argparse.Namespace, config) -> int:
     log_to_stderr()
     defaults = PrepareConfig()
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(PrepareConfig)}
@@ -51,6 +52,11 @@ def _run(args: argparse.Namespace, config) -> None:
     manifest = prepare(find_inputs(args.input), args.output, PrepareConfig(**settings), max(1, args.workers))
     log.info("%d segments, %.3f hours from %d inputs; skipped: %s", manifest["segments"], manifest["hours"],
              manifest["inputs"], manifest["skipped_counts"] or "none")
+    if not manifest["segments"]:
+        log.error("no segment could be prepared from %d inputs (skipped: %s); see the reasons in %s",
+                  manifest["inputs"], manifest["skipped_counts"], os.path.join(args.output, "manifest.json"))
+        return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,4 +75,11 @@ def save_state_dict(state: Mapping[str, np.ndarray], path: str, metadata: Mappin
 
     tmp = path + ".tmp"
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, tmp, metadata=dict(metadata or {}))
+    os.chmod(tmp, 0o666 & ~_umask())  # safetensors writes 0600; an export is meant to be shared like any file
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

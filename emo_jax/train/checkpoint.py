@@ -250,10 +250,10 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
                    use_ema: bool = True) -> tuple[ml_collections.ConfigDict, dict]:
     """(config, params) of a training checkpoint, params a plain tree of numpy arrays on the host.
 
-    `checkpoint_dir` is a run's workdir or its checkpoints/ folder; `step` defaults to the newest intact one. With use_ema
-    the trainable parameters are their EMA, the frozen ones the (unchanged) params.
+    `checkpoint_dir` is a run's workdir or its checkpoints/ folder, absolute or relative; `step` defaults to the
+    newest intact one. With use_ema the trainable parameters are their EMA, the frozen ones the (unchanged) params.
     """
-    folder = checkpoint_folder(checkpoint_dir)
+    folder = os.path.abspath(checkpoint_folder(checkpoint_dir))
     if not os.path.isdir(folder):
         raise CheckpointError(f"checkpoint folder {checkpoint_dir!r} does not exist; pass an emo-train --workdir")
     handlers = {name: ocp.PyTreeCheckpointHandler() for name in ("params", "ema")}

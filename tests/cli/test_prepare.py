@@ -10,7 +10,7 @@ def _settings(tmp_path, name: str, args: list[str]) -> dict:
     raw.mkdir(exist_ok=True)
     (raw / "broken.mp4").write_bytes(b"not a video")  # skipped as unreadable: the settings are what is checked
     out = tmp_path / name
-    assert main(["--input", str(raw), "--output", str(out), *args]) == 0
+    assert main(["--input", str(raw), "--output", str(out), *args]) == 1  # nothing could be prepared
     return json.loads((out / "config.json").read_text())
 
 
@@ -23,4 +23,4 @@ def test_settings_come_from_the_config_and_flags_override_them(tmp_path):
     assert (default["fps"], default["size"], default["audio_window_seconds"]) == (30.0, 512, 25.0)
     assert (tiny["face_expand"], default["face_expand"]) == (2.0, 1.5)  # emo-generate reads data.face_expand too
     manifest = json.loads((tmp_path / "default" / "manifest.json").read_text())
-    assert manifest["skipped_counts"] == {"unreadable": 1}
+    assert manifest["skipped_counts"] == {"unreadable": 1} and manifest["segments"] == 0

@@ -1,5 +1,6 @@
 """Reading PyTorch state dicts: damaged tensor data is refused, naming the file and the first non-finite tensor."""
 import json
+import os
 import struct
 
 import numpy as np
@@ -8,7 +9,7 @@ from safetensors.numpy import save_file
 
 from emo_jax.errors import CheckpointError
 from emo_jax.interop.sd_unet import load_unet_state
-from emo_jax.interop.torch_io import load_state_dict
+from emo_jax.interop.torch_io import load_state_dict, save_state_dict
 
 
 def _state() -> dict:
@@ -24,6 +25,13 @@ def _nan_data(path, key: str) -> None:
     base = 8 + header_size
     data[base + start:base + end] = np.full((end - start) // 4, np.nan, np.float32).tobytes()
     path.write_bytes(bytes(data))
+
+
+def test_saved_files_are_readable_as_the_umask_allows(tmp_path):
+    save_state_dict(_state(), str(tmp_path / "w.safetensors"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(tmp_path / "w.safetensors").st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_intact_safetensors_load(tmp_path):
