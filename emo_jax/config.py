@@ -13,13 +13,13 @@ import ml_collections
 from emo_jax.errors import ConfigError
 from emo_jax.models.emo import EMOConfig
 from emo_jax.models.unet_config import UNetConfig
+from emo_jax.paths import require_file
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """'configs/emo_512.py:stage2' -> the ConfigDict its get_config('stage2') returns."""
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file {path!r} does not exist; pass e.g. configs/tiny.py or configs/emo_512.py:stage2")
+    require_file(path, "config file", "pass e.g. configs/tiny.py or configs/emo_512.py:stage2", ConfigError)
     root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     if root not in sys.path:  # lets config files import their siblings as `configs.<name>`
         sys.path.insert(0, root)

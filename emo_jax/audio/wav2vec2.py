@@ -29,6 +29,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from emo_jax.paths import require_file
+
 _ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
@@ -116,8 +118,7 @@ class Wav2Vec2Config:
         """Reads a Hugging Face config.json (a file, or the folder holding it)."""
         if os.path.isdir(path):
             path = os.path.join(path, "config.json")
-        if not os.path.isfile(path):
-            raise ValueError(f"wav2vec2 config {path!r} does not exist; pass a Hugging Face folder with config.json")
+        require_file(path, "wav2vec2 config", "pass a Hugging Face folder with config.json")
         with open(path, encoding="utf-8") as f:
             try:
                 d = json.load(f)

@@ -7,14 +7,14 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from emo_jax.errors import CheckpointError
+from emo_jax.paths import require_file, require_folder
 
 StateDict = dict[str, np.ndarray]
 
 
 def find_weights_file(folder: str, stems: Iterable[str] = ("diffusion_pytorch_model", "model", "pytorch_model")) -> str:
     """The weights file in a Hugging Face / diffusers folder: safetensors preferred over .bin."""
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"checkpoint folder {folder!r} does not exist; pass a local diffusers/Hugging Face folder")
+    require_folder(folder, "checkpoint folder", "pass a local diffusers/Hugging Face folder", CheckpointError)
     stems = tuple(stems)
     for ext in (".safetensors", ".bin"):
         for stem in stems:
@@ -45,8 +45,7 @@ def _finite(state: StateDict, path: str) -> StateDict:
 
 
 def _read_state_dict(path: str) -> StateDict:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint file {path!r} does not exist")
+    require_file(path, "checkpoint file", "pass a .safetensors or .bin weights file", CheckpointError)
     if path.endswith(".safetensors"):
         from safetensors.numpy import load_file
 

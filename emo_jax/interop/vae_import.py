@@ -13,6 +13,7 @@ from emo_jax.errors import CheckpointError
 from emo_jax.interop.keys import torch_state_to_flax, zeros_template
 from emo_jax.interop.torch_io import StateDict, find_weights_file, load_state_dict
 from emo_jax.models.vae import AutoencoderKL, VAEConfig
+from emo_jax.paths import require_folder
 
 # Checkpoints saved before diffusers renamed its attention layers (SD1.5's VAE files among them) still use
 # query/key/value/proj_attn; diffusers renames them on load, and so do we.
@@ -39,11 +40,8 @@ def param_template(module: AutoencoderKL) -> dict:
 def load_vae(folder: str, attention_impl: str = "xla", dtype: Any = jnp.float32,
              ) -> tuple[AutoencoderKL, dict, VAEConfig]:
     """(module, params, config) from a local diffusers AutoencoderKL folder; every VAE key must be present."""
-    if not os.path.isdir(folder):
-        raise CheckpointError(
-            f"VAE folder {folder!r} does not exist; pass the vae/ sub-folder of a local diffusers model "
-            "(e.g. <stable-diffusion-v1-5>/vae)"
-        )
+    require_folder(folder, "VAE folder", "pass the vae/ sub-folder of a local diffusers model "
+                   "(e.g. <stable-diffusion-v1-5>/vae)", CheckpointError)
     config = VAEConfig.from_diffusers_json(os.path.join(folder, "config.json"))
     weights = find_weights_file(folder, stems=("diffusion_pytorch_model",))
     state = rename_deprecated_attention_keys(load_state_dict(weights))

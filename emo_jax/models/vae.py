@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -13,6 +12,7 @@ import jax.numpy as jnp
 from emo_jax.errors import CheckpointError
 from emo_jax.models.attention import Attention
 from emo_jax.models.layers import Downsample2D, ResnetBlock2D, Upsample2D, conv, group_norm
+from emo_jax.paths import require_file
 
 # diffusers hard-codes eps 1e-6 for every norm inside the VAE (resnets, mid-block attention, conv_norm_out).
 EPS = 1e-6
@@ -54,8 +54,7 @@ class VAEConfig:
     @classmethod
     def from_diffusers_json(cls, path: str) -> VAEConfig:
         """Reads a diffusers AutoencoderKL config.json, rejecting options this implementation does not build."""
-        if not os.path.isfile(path):
-            raise CheckpointError(f"VAE config {path!r} does not exist; a diffusers vae/ folder holds a config.json")
+        require_file(path, "VAE config", "a diffusers vae/ folder holds a config.json", CheckpointError)
         try:
             with open(path) as f:
                 raw = json.load(f)

@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from emo_jax.errors import CheckpointError
+from emo_jax.paths import require_folder
 from emo_jax.train.state import TrainState, merge
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,7 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
     newest intact one. With use_ema the trainable parameters are their EMA, the frozen ones the (unchanged) params.
     """
     folder = os.path.abspath(checkpoint_folder(checkpoint_dir))
-    if not os.path.isdir(folder):
-        raise CheckpointError(f"checkpoint folder {checkpoint_dir!r} does not exist; pass an emo-train --workdir")
+    require_folder(folder, "checkpoint folder", "pass an emo-train --workdir", CheckpointError)
     handlers = {name: ocp.PyTreeCheckpointHandler() for name in ("params", "ema")}
     handlers.update(config=ocp.JsonCheckpointHandler(), checksums=ocp.JsonCheckpointHandler())
     options = ocp.CheckpointManagerOptions(read_only=True)
