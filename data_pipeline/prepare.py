@@ -7,7 +7,11 @@ Layout of --output:
     manifest.json               totals, shard list, skipped inputs with reasons
 
 An input with a done-marker is never processed again, so an interrupted run resumes where it stopped and a
-finished run re-run is a no-op. To retry a skipped input, delete its done/ file. One emo-prepare per folder.
+finished run re-run is a no-op. To retry a skipped input, delete its done/ file. One emo-prepare per folder: a
+run holds an exclusive lock on <output>/.lock (released by the system when the process ends, however it ends),
+and a second run on the same folder stops with a message instead of deleting the first one's files in progress.
+A run that stops on a setting (an encoder folder that does not load, say) before any input is done leaves no
+config.json behind, so the folder can be used again with other settings.
 
 --wav2vec DIR and --vae DIR (local Hugging Face / diffusers folders) add per-frame audio features and VAE
 latents to every record (schema.py). Their absolute paths are settings like any other; each worker process
@@ -17,7 +21,9 @@ XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import glob
 import hashlib
 import json
@@ -25,6 +31,7 @@ import logging
 import multiprocessing
 import os
 import re
+import socket
 import traceback
 from typing import Iterator, Sequence
 
@@ -37,6 +44,7 @@ from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
 from data_pipeline.faces import HaarFaceDetector
 from data_pipeline.schema import SCHEMA_VERSION, encode_record
 from data_pipeline.speed import SpeedEstimator, make_speed_estimator
+from emo_jax.errors import UsageError
 
 log = logging.getLogger("emo-prepare")
 
@@ -159,7 +167,8 @@ def build_manifest(markers: Sequence[dict], cfg: PrepareConfig) -> dict:
     }
 
 
-def _check_config(output: str, cfg: PrepareConfig) -> None:
+def _check_config(output: str, cfg: PrepareConfig) -> bool:
+    """Compares the settings with the folder's config.json, or writes it; True when written now."""
     path = os.path.join(output, "config.json")
     wanted = {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(cfg)}
     if os.path.exists(path):
@@ -169,8 +178,27 @@ def _check_config(output: str, cfg: PrepareConfig) -> None:
             changed = sorted(k for k in set(existing) | set(wanted) if existing.get(k) != wanted.get(k))
             raise ValueError(f"--output {output!r} was prepared with other settings ({', '.join(changed)}); "
                              "use a new --output folder or the same settings")
-    else:
-        _write_json_atomic(path, wanted)
+        return False
+    _write_json_atomic(path, wanted)
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[None]:
+    """Holds an exclusive lock on the output folder, or raises UsageError naming the run that holds it."""
+    with open(os.path.join(output, ".lock"), "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UsageError(f"--output {output!r} is being written by another emo-prepare ({holder}); wait for "
+                             "it to finish, or pass another --output folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
 
 
 def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1) -> dict:
@@ -179,7 +207,12 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     cfg.validate()
     for sub in ("shards", "done"):
         os.makedirs(os.path.join(output, sub), exist_ok=True)
-    _check_config(output, cfg)
+    with output_lock(output):
+        return _prepare_locked(inputs, output, cfg, workers)
+
+
+def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int) -> dict:
+    wrote_config = _check_config(output, cfg)
     for stale in glob.glob(os.path.join(output, "shards", ".*.tmp")):
         os.remove(stale)  # left by a killed run; that input has no done-marker and is redone below
     markers: dict[str, dict] = {}
@@ -194,11 +227,16 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     log.info("%d inputs: %d done before, %d to process", len(inputs), len(markers), len(pending))
     jobs = [(path, output, cfg) for path in pending]
     bar = tqdm(total=len(inputs), initial=len(markers), unit="video", desc="emo-prepare")
-    with logging_redirect_tqdm(), bar:  # log lines print above the bar instead of through it
-        for marker in _results(jobs, workers):
-            markers[marker["input"]] = marker
-            _log_marker(marker)
-            bar.update()
+    try:
+        with logging_redirect_tqdm(), bar:  # log lines print above the bar instead of through it
+            for marker in _results(jobs, workers):
+                markers[marker["input"]] = marker
+                _log_marker(marker)
+                bar.update()
+    except BaseException:
+        if wrote_config and not os.listdir(os.path.join(output, "done")):
+            os.remove(os.path.join(output, "config.json"))  # nothing was prepared with these settings
+        raise
     manifest = build_manifest([markers[p] for p in inputs], cfg)
     manifest_path = os.path.join(output, "manifest.json")
     previous = None

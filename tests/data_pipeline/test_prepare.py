@@ -11,9 +11,10 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 import data_pipeline.prepare as prepare_module
 from synthetic_videos import CLICK_FRAME, CUT_CLICK_FRAME, FPS, SR, TEST_CONFIG, make_inputs
-from data_pipeline.prepare import input_id, prepare
+from data_pipeline.prepare import input_id, output_lock, prepare
 from data_pipeline.schema import SCHEMA_VERSION, decode_record
 from emo_jax.cli.prepare import main
+from emo_jax.errors import UsageError
 
 SKIN_RGB = np.array([230, 200, 180])
 
@@ -30,10 +31,12 @@ def _rgb(jpeg: bytes) -> np.ndarray:
 
 
 def _snapshot(folder) -> dict:
-    """Path -> (mtime_ns, bytes) of every file below folder."""
+    """Path -> (mtime_ns, bytes) of every file below folder, bar the lock file every run takes."""
     out = {}
     for root, _, files in os.walk(folder):
         for name in files:
+            if name == ".lock":
+                continue
             path = os.path.join(root, name)
             with open(path, "rb") as f:
                 out[os.path.relpath(path, folder)] = (os.stat(path).st_mtime_ns, f.read())
@@ -154,6 +157,33 @@ def test_interrupted_run_resumes_to_the_same_output(prepared, tmp_path, monkeypa
     for role in ("moving", "still"):
         name = input_id(all_inputs[role]) + ".array_record"
         assert (output / "shards" / name).read_bytes() == (full_output / "shards" / name).read_bytes()
+
+
+def test_a_second_run_on_a_folder_in_use_stops_and_deletes_nothing(prepared, tmp_path, monkeypatch):
+    inputs, output, manifest = prepared
+    copy = tmp_path / "out"
+    shutil.copytree(output, copy)
+    in_progress = copy / "shards" / ".moving-0123456789.4242.tmp"  # the first run's shard being written
+    in_progress.write_bytes(b"partial")
+    monkeypatch.setattr(prepare_module, "extract_segments", pytest.fail)
+    with output_lock(str(copy)):
+        with pytest.raises(UsageError, match=rf"being written by another emo-prepare \(pid {os.getpid()} on .*\)"):
+            prepare(sorted(inputs.values()), str(copy), TEST_CONFIG)
+        assert in_progress.read_bytes() == b"partial"
+    assert prepare(sorted(inputs.values()), str(copy), TEST_CONFIG) == manifest  # free again once released
+    assert not in_progress.exists()
+
+
+def test_an_encoder_that_does_not_load_leaves_no_settings_behind(prepared, tmp_path):
+    inputs, _, _ = prepared
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text("{}")  # passes the folder check; there are no weights to load
+    output = tmp_path / "out"
+    with pytest.raises(ValueError, match="vae"):
+        prepare([inputs["still"]], str(output), dataclasses.replace(TEST_CONFIG, vae=str(vae)))
+    assert not (output / "config.json").exists()
+    assert prepare([inputs["still"]], str(output), TEST_CONFIG)["segments"] == 1  # the folder is usable again
 
 
 def test_other_settings_on_the_same_output_are_refused(prepared):
