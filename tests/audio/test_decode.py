@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from emo_jax.audio import load_audio, normalize_audio
+from emo_jax.audio.decode import AudioTrack, open_audio
 from emo_jax.errors import AudioError
 
 
@@ -80,29 +81,58 @@ def test_audio_stream_of_mp4_with_video(tmp_path):
     assert abs(_peak_hz(y) - 600) < 2
 
 
-def test_missing_empty_videoonly_and_text_files_raise_audio_error(tmp_path):
+@pytest.mark.parametrize("read", [load_audio, open_audio])
+def test_missing_empty_videoonly_and_text_files_raise_audio_error(tmp_path, read):
     with pytest.raises(AudioError, match="nowhere.wav"):
-        load_audio(str(tmp_path / "nowhere.wav"))
+        read(str(tmp_path / "nowhere.wav"))
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
     with pytest.raises(AudioError, match="empty.wav.*empty"):
-        load_audio(str(empty))
+        read(str(empty))
     silent_video = tmp_path / "silent.mp4"
     _write(silent_video, None, None, None, None, None, video=True)
     with pytest.raises(AudioError, match="silent.mp4.*no audio stream"):
-        load_audio(str(silent_video))
+        read(str(silent_video))
     text = tmp_path / "notes.txt"
     text.write_text("these are not the sounds you are looking for\n" * 20)
     with pytest.raises(AudioError, match="notes.txt"):
-        load_audio(str(text))
+        read(str(text))
 
 
 def test_float_wav_with_nan_samples_is_an_audio_error(tmp_path):
     x = _sine(440, 16000, 0.5, 0.5).astype(np.float32)
     x[4000:4003] = np.nan
     _write(tmp_path / "nan.wav", "pcm_f32le", 16000, "mono", x[None], "flt")
-    with pytest.raises(AudioError, match=r"nan\.wav' holds 3 non-finite samples .* the first at 0\.250 s"):
-        load_audio(str(tmp_path / "nan.wav"))
+    for read in (load_audio, open_audio):
+        with pytest.raises(AudioError, match=r"nan\.wav' holds 3 non-finite samples .* the first at 0\.250 s"):
+            read(str(tmp_path / "nan.wav"))
+
+
+def test_opened_track_reads_the_loaded_samples_again_and_again(tmp_path):
+    path = tmp_path / "stereo.mp3"
+    left, right = _sine(440, 44100, 2.5, 0.5) + 0.05, _sine(220, 44100, 2.5, 0.3)
+    _write(path, "libmp3lame", 44100, "stereo", np.stack([left, right]).astype(np.float32), "fltp")
+    loaded = load_audio(str(path))
+    track = open_audio(str(path))
+    assert track.num_samples == len(loaded) == 40000
+    # Whole-file statistics from the first pass, in float64 blocks: numpy's float32 sums within rounding.
+    assert track.mean == pytest.approx(loaded.mean(), rel=1e-5, abs=1e-7)
+    assert track.var == pytest.approx(loaded.var(), rel=1e-5)
+    for _ in range(2):  # every read decodes the file again, in decoder-sized blocks
+        blocks = list(track.blocks())
+        assert len(blocks) > 10
+        np.testing.assert_array_equal(np.concatenate(blocks), loaded)
+    normalized = np.concatenate(list(track.blocks(normalize=True)))
+    np.testing.assert_allclose(normalized, normalize_audio(loaded), rtol=1e-5, atol=1e-5)
+
+
+def test_track_from_array_normalizes_as_normalize_audio():
+    x = (np.random.default_rng(0).standard_normal(5000) * 0.3 + 0.1).astype(np.float32)
+    track = AudioTrack.from_array(x)
+    assert track.num_samples == 5000
+    np.testing.assert_array_equal(np.concatenate(list(track.blocks(normalize=True))), normalize_audio(x))
+    with pytest.raises(AudioError, match="mono"):
+        AudioTrack.from_array(np.zeros((2, 100), np.float32))
 
 
 def test_normalize_audio_matches_transformers_feature_extractor():

@@ -1,11 +1,16 @@
-"""Audio features: frame-rate alignment, frame counts, context, and windowed against whole-file encoding."""
+"""Audio features: frame-rate alignment, frame counts, context, windowed against whole-file encoding, and streamed
+against whole-track features."""
+import wave
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from w2v_tiny import flax_tiny_50hz
 
+from emo_jax.audio.decode import AudioTrack, load_audio, open_audio
 from emo_jax.audio.features import (
     add_context,
+    audio_feature_stream,
     audio_features,
     encode_hidden_states,
     encoder_timing,
@@ -115,3 +120,59 @@ def test_overlap_shorter_than_positional_conv_is_refused():
     module, params = flax_tiny_50hz()
     with pytest.raises(ValueError, match="overlap_seconds"):
         encode_hidden_states(np.zeros(16000, np.float32), module, params, window_seconds=1.0, overlap_seconds=0.1)
+
+
+@pytest.mark.parametrize("layout,fps", [("base", 25), ("large", 29.97)])
+def test_streamed_features_equal_whole_track_features(layout, fps):
+    module, params = flax_tiny_50hz(layout, seed=2)
+    audio = np.random.default_rng(2).standard_normal(int(3.3 * 16000) + 77).astype(np.float32)
+    windows = dict(window_seconds=1.0, overlap_seconds=0.2)  # 4 windows of 1 s
+    expected = audio_features(audio, fps, module, params, context=2, **windows)
+    stream = audio_feature_stream(audio, fps, module, params, context=2, **windows)
+    assert len(stream) == len(expected)  # known before any audio is encoded
+    blocks = list(stream)
+    # A block per window, each frame's context reaching into its neighbours at the borders.
+    assert len(blocks) == 4 and all(len(b) > 2 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks), expected)
+
+
+def test_features_streamed_from_a_file_match_the_loaded_audio(tmp_path):
+    module, params = flax_tiny_50hz("base", seed=3)
+    rng = np.random.default_rng(3)
+    samples = (rng.standard_normal(int(2.7 * 16000)) * np.linspace(0.05, 0.4, int(2.7 * 16000)) * 32767)
+    path = tmp_path / "speech.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(samples.astype(np.int16).tobytes())
+    windows = dict(window_seconds=0.5, overlap_seconds=0.2)
+    expected = audio_features(load_audio(str(path)), 25, module, params, context=1, **windows)
+    streamed = np.concatenate(list(audio_feature_stream(open_audio(str(path)), 25, module, params, context=1,
+                                                        **windows)))
+    # The file's mean and variance are gathered in float64 blocks, numpy's whole-array ones in float32.
+    np.testing.assert_allclose(streamed, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("layout,passes", [("base", 2), ("large", 1)])
+def test_streamed_features_read_the_audio_as_they_go(layout, passes):
+    module, params = flax_tiny_50hz(layout, seed=2)
+    audio = np.random.default_rng(4).standard_normal(5 * 16000).astype(np.float32)
+    reads = []
+
+    def read():  # 0.1 s blocks, counted per pass
+        reads.append(0)
+        for start in range(0, len(audio), 1600):
+            reads[-1] += 1
+            yield audio[start : start + 1600]
+
+    track = AudioTrack(len(audio), audio.mean(), audio.var(), read)
+    blocks = iter(audio_feature_stream(track, 25, module, params, window_seconds=1.0, overlap_seconds=0.2))
+    assert reads == []  # nothing is read before the first block is asked for
+    first = next(blocks)
+    # Base models read the whole track once for the group norm's statistics; the first window needs 1.4 s more.
+    assert reads[: passes - 1] == [50] * (passes - 1) and reads[-1] <= 15
+    rest = np.concatenate([first] + list(blocks))
+    assert len(reads) == passes and reads[-1] == 50
+    np.testing.assert_array_equal(rest, audio_features(audio, 25, module, params, window_seconds=1.0,
+                                                       overlap_seconds=0.2))
