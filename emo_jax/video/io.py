@@ -1,4 +1,5 @@
-"""Video files in and out with PyAV: H.264/AAC mp4 writing, decoding with fps resampling, metadata, contact sheets."""
+"""Video files in and out with PyAV: H.264/AAC mp4 writing (whole, or streamed batch by batch), decoding with fps
+resampling, metadata, contact sheets."""
 from __future__ import annotations
 
 import contextlib
@@ -6,7 +7,7 @@ import dataclasses
 import os
 import uuid
 from fractions import Fraction
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import av
 import numpy as np
@@ -67,15 +68,101 @@ def _check_frames(frames_THWC: np.ndarray, even: bool) -> None:
         raise VideoError(f"frame size {w}x{h} must be even for yuv420p H.264; crop or resize to even sizes")
 
 
-def _fit_audio(audio: np.ndarray, n_samples: int) -> np.ndarray:
-    """Mono float32 audio trimmed or zero-padded to exactly n_samples."""
+def _mono(audio: np.ndarray) -> np.ndarray:
+    """Mono float32 samples of a block (int16 scaled to [-1, 1))."""
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise VideoError(f"audio must be mono [N] samples, got shape {audio.shape}; average the channels first")
     if audio.dtype == np.int16:
-        audio = audio.astype(np.float32) / 32768.0
-    audio = audio.astype(np.float32)[:n_samples]
-    return np.pad(audio, (0, n_samples - audio.shape[0]))
+        return audio.astype(np.float32) / 32768.0
+    return audio.astype(np.float32)
+
+
+class VideoWriter:
+    """Writes an H.264 (yuv420p) mp4 batch of frames by batch, as a context manager; `audio` (an array, or blocks
+    of samples in order) becomes an AAC track cut or zero-padded to the video duration, muxed as the frames come.
+
+    The file appears at `path` only when the `with` block finishes; until then it is a temporary file beside it,
+    removed on failure, so a crash never leaves a half-written video under the target name.
+    """
+
+    def __init__(self, path: str, fps: float | Fraction, width: int, height: int,
+                 audio: np.ndarray | Iterable[np.ndarray] | None = None, audio_sample_rate: int = 16000,
+                 crf: int = 18):
+        if not path.lower().endswith(".mp4"):
+            raise VideoError(f"output path {path!r} must end in .mp4")
+        if width % 2 or height % 2:
+            raise VideoError(f"frame size {width}x{height} must be even for yuv420p H.264; crop or resize to even "
+                             "sizes")
+        self.path, self.rate, self.size, self.crf = path, _as_rate(fps), (height, width), crf
+        self.audio_sample_rate = audio_sample_rate
+        self._audio = None if audio is None else iter([audio] if isinstance(audio, np.ndarray) else audio)
+        self._pending = np.zeros(0, np.float32)  # samples read from `audio` but not yet encoded
+        self.frames_written = self._samples_written = 0
+
+    def __enter__(self) -> VideoWriter:
+        self._stack = contextlib.ExitStack()
+        with self._stack:
+            tmp = self._stack.enter_context(_atomic_path(self.path))
+            self._container = self._stack.enter_context(av.open(tmp, mode="w", format="mp4"))
+            self._video = self._container.add_stream("libx264", rate=self.rate, options={"crf": str(self.crf)})
+            self._video.height, self._video.width = self.size
+            self._video.pix_fmt = "yuv420p"
+            self._sound = None
+            if self._audio is not None:
+                self._sound = self._container.add_stream("aac", rate=self.audio_sample_rate, layout="mono")
+            self._stack = self._stack.pop_all()
+        return self
+
+    def write(self, frames_THWC: np.ndarray) -> None:
+        """Encodes uint8 [T, H, W, 3] frames after those already written, and the audio up to their end."""
+        frames_THWC = np.asarray(frames_THWC)
+        _check_frames(frames_THWC, even=True)
+        if frames_THWC.shape[1:3] != self.size:
+            raise VideoError(f"frames are {frames_THWC.shape[2]}x{frames_THWC.shape[1]}, but this video is "
+                             f"{self.size[1]}x{self.size[0]}; every frame must have the writer's size")
+        for image in frames_THWC:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.frames_written
+            self._container.mux(self._video.encode(frame))
+            self.frames_written += 1
+        self._write_audio()
+
+    def _write_audio(self) -> None:
+        """Encodes the audio up to the end of the frames written so far (zeros where the audio has ended)."""
+        if self._sound is None:
+            return
+        target = round(self.frames_written / self.rate * self.audio_sample_rate)
+        pieces, held = [self._pending], len(self._pending)
+        while held < target - self._samples_written and (block := next(self._audio, None)) is not None:
+            pieces.append(_mono(block))
+            held += len(pieces[-1])
+        samples = np.concatenate(pieces)
+        need = target - self._samples_written
+        self._pending = samples[need:]
+        samples = np.pad(samples[:need], (0, max(0, need - len(samples))))
+        if not len(samples):
+            return
+        chunk = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = self.audio_sample_rate, self._samples_written
+        self._container.mux(self._sound.encode(chunk))
+        self._samples_written = target
+
+    def _finish(self) -> None:
+        if not self.frames_written:
+            raise VideoError(f"no frames were written to {self.path!r}; write at least one frame")
+        self._container.mux(self._video.encode(None))
+        if self._sound is not None:
+            self._container.mux(self._sound.encode(None))
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as e:
+                self._stack.__exit__(type(e), e, e.__traceback__)  # closes the file and removes it
+                raise
+        return self._stack.__exit__(exc_type, exc, tb)
 
 
 def write_video(
@@ -87,30 +174,11 @@ def write_video(
     crf: int = 18,
 ) -> None:
     """Writes an H.264 (yuv420p) mp4, with `audio` as an AAC track cut or zero-padded to the video duration."""
-    if not path.lower().endswith(".mp4"):
-        raise VideoError(f"output path {path!r} must end in .mp4")
     frames_THWC = np.asarray(frames_THWC)
-    _check_frames(frames_THWC, even=True)
-    rate = _as_rate(fps)
-    n_frames, height, width, _ = frames_THWC.shape
-    with _atomic_path(path) as tmp, av.open(tmp, mode="w", format="mp4") as container:
-        video = container.add_stream("libx264", rate=rate, options={"crf": str(crf)})
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        sound = None
-        if audio is not None:
-            n_samples = round(n_frames / rate * audio_sample_rate)
-            samples = _fit_audio(audio, n_samples)
-            sound = container.add_stream("aac", rate=audio_sample_rate, layout="mono")
-        for i, image in enumerate(frames_THWC):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        if sound is not None:
-            chunk = av.AudioFrame.from_ndarray(samples[None, :], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = audio_sample_rate, 0
-            container.mux(sound.encode(chunk))
-            container.mux(sound.encode(None))
+    _check_frames(frames_THWC, even=False)
+    _, height, width, _ = frames_THWC.shape
+    with VideoWriter(path, fps, width, height, audio, audio_sample_rate, crf) as writer:
+        writer.write(frames_THWC)
 
 
 def _open(path: str) -> av.container.InputContainer:
@@ -244,20 +312,47 @@ def video_info(path: str, vfr_tolerance: float = 0.1) -> VideoInfo:
     )
 
 
+class ContactSheet:
+    """The frames a contact sheet of a `num_frames`-frame video shows (up to `max_frames`, evenly spaced), kept from
+    batches added in order, so the video itself need not be held."""
+
+    def __init__(self, num_frames: int, max_frames: int = 64):
+        if num_frames < 1:
+            raise VideoError("frames is empty; pass at least one frame")
+        self.picks = np.unique(np.linspace(0, num_frames - 1, min(max_frames, num_frames)).round().astype(int))
+        self._chosen: list[np.ndarray] = []
+        self._seen = 0
+
+    def add(self, frames_THWC: np.ndarray) -> None:
+        """Keeps the picked frames among the next len(frames_THWC) frames of the video."""
+        frames_THWC = np.asarray(frames_THWC)
+        _check_frames(frames_THWC, even=False)
+        end = self._seen + len(frames_THWC)
+        picked = self.picks[(self.picks >= self._seen) & (self.picks < end)]
+        self._chosen.extend(frames_THWC[k - self._seen].copy() for k in picked)
+        self._seen = end
+
+    def save(self, path: str, cols: int = 8) -> None:
+        """Writes the PNG grid, `cols` frames per row (black where the grid runs out)."""
+        if cols < 1:
+            raise VideoError(f"cols must be >= 1, got {cols}")
+        assert len(self._chosen) == len(self.picks), (self._seen, len(self._chosen), len(self.picks))
+        rows = -(-len(self._chosen) // cols)
+        h, w, _ = self._chosen[0].shape
+        grid = np.zeros((rows * h, min(cols, len(self._chosen)) * w, 3), np.uint8)
+        for k, image in enumerate(self._chosen):
+            r, c = divmod(k, cols)
+            grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+        with _atomic_path(path) as tmp:
+            Image.fromarray(grid).save(tmp, format="PNG")
+
+
 def contact_sheet(frames_THWC: np.ndarray, path: str, cols: int = 8, max_frames: int = 64) -> None:
     """Writes a PNG grid of up to `max_frames` evenly spaced frames, `cols` per row (black where the grid runs out)."""
     frames_THWC = np.asarray(frames_THWC)
     _check_frames(frames_THWC, even=False)
     if cols < 1:
         raise VideoError(f"cols must be >= 1, got {cols}")
-    picks = np.unique(np.linspace(0, len(frames_THWC) - 1, min(max_frames, len(frames_THWC))).round().astype(int))
-    chosen = frames_THWC[picks]
-    rows = -(-len(chosen) // cols)
-    _, h, w, _ = chosen.shape
-    grid = np.zeros((rows * h, min(cols, len(chosen)) * w, 3), np.uint8)
-    for k, image in enumerate(chosen):
-        r, c = divmod(k, cols)
-        grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
-    with _atomic_path(path) as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-
+    sheet = ContactSheet(len(frames_THWC), max_frames)
+    sheet.add(frames_THWC)
+    sheet.save(path, cols)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from emo_jax.audio.decode import load_audio
 from emo_jax.errors import VideoError
 from emo_jax.video import contact_sheet, read_video, video_info, write_video
+from emo_jax.video.io import ContactSheet, VideoWriter
 
 
 def _ramp_frames(n: int, h: int = 64, w: int = 96) -> np.ndarray:
@@ -120,3 +122,66 @@ def test_user_errors_name_the_problem(tmp_path):
     with pytest.raises(VideoError, match="does not exist"):
         read_video(str(tmp_path / "missing.mp4"))
     assert not list(tmp_path.glob(".*tmp"))  # failed writes leave no temporary files behind
+
+
+def _noisy_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:
+    """Frames the encoder cannot code exactly, so any difference in how they were fed would show."""
+    return np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_streamed_writer_gives_the_frames_and_audio_of_write_video(tmp_path):
+    frames = _noisy_frames(37)
+    audio = (np.sin(np.arange(30000) * 0.03) * 0.4).astype(np.float32)  # 1.875 s: cut to 37 / 25 s
+    whole, streamed = str(tmp_path / "whole.mp4"), str(tmp_path / "streamed.mp4")
+    # Lossless: at crf 18 x264 itself gives other bits in about 1 run of 150 (measured on write_video against
+    # itself), which would make this comparison flaky; the frames, their order and count are what is compared.
+    write_video(whole, frames, 25, audio, crf=0)
+    # Frames in uneven batches, the audio in blocks that end nowhere near a frame boundary.
+    blocks = (audio[i : i + 7777] for i in range(0, len(audio), 7777))
+    with VideoWriter(streamed, 25, 64, 48, audio=blocks, crf=0) as writer:
+        for start, stop in [(0, 5), (5, 6), (6, 30), (30, 37)]:
+            writer.write(frames[start:stop])
+    np.testing.assert_array_equal(read_video(streamed)[0], read_video(whole)[0])
+    info = video_info(streamed)
+    assert info.frames == 37 and abs(info.audio_duration - 37 / 25) < 1 / 25
+    np.testing.assert_allclose(load_audio(streamed), load_audio(whole), atol=1e-4)
+
+
+def test_streamed_writer_pads_audio_that_ends_early(tmp_path):
+    path = str(tmp_path / "a.mp4")
+    with VideoWriter(path, 30, 96, 64, audio=iter([np.ones(2000, np.float32) * 0.1, np.ones(2000, np.int16)])) as w:
+        for _ in range(3):
+            w.write(_ramp_frames(10))
+    assert abs(video_info(path).audio_duration - 1.0) < 1 / 30
+
+
+def test_streamed_writer_leaves_nothing_when_the_body_fails(tmp_path):
+    path = tmp_path / "a.mp4"
+    path.write_bytes(b"the previous video")
+    with pytest.raises(RuntimeError, match="model crashed"):
+        with VideoWriter(str(path), 25, 96, 64, audio=np.zeros(16000, np.float32)) as writer:
+            writer.write(_ramp_frames(5))
+            raise RuntimeError("model crashed")
+    assert path.read_bytes() == b"the previous video"  # the old file is kept, not half overwritten
+    with pytest.raises(VideoError, match="96x64.*writer's size"):
+        with VideoWriter(str(path), 25, 96, 64) as writer:
+            writer.write(_ramp_frames(2, 32, 32))
+    with pytest.raises(VideoError, match="no frames"):
+        with VideoWriter(str(tmp_path / "b.mp4"), 25, 96, 64):
+            pass
+    with pytest.raises(VideoError, match="must end in .mp4"):
+        VideoWriter(str(tmp_path / "b.avi"), 25, 96, 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]  # no temporary files, no b.mp4
+
+
+def test_streamed_contact_sheet_is_the_whole_videos(tmp_path):
+    frames = _noisy_frames(150, 16, 24)  # more than 64 frames: the sheet picks among them
+    contact_sheet(frames, str(tmp_path / "whole.png"), cols=5)
+    sheet = ContactSheet(len(frames))
+    for start in range(0, len(frames), 7):
+        sheet.add(frames[start : start + 7])
+    sheet.save(str(tmp_path / "streamed.png"), cols=5)
+    whole = np.asarray(Image.open(tmp_path / "whole.png"))
+    assert whole.shape == (13 * 16, 5 * 24, 3)  # 64 frames, 5 per row
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "streamed.png")), whole)
+    assert (tmp_path / "streamed.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
