@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from emo_jax.audio.features import FeatureStream
 from emo_jax.config import model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
@@ -210,15 +211,15 @@ class Sampler:
         """ReferenceNet features of the reference latent; computed once and reused by every clip."""
         return reference_program(self.cfg)(self.params, jnp.asarray(ref_latent_1HWC, jnp.float32))
 
-    def _chunks(self, audio_TCLD: np.ndarray, speed_T: np.ndarray | None) -> Iterator[tuple[np.ndarray, Any, int]]:
+    def _chunks(self, blocks: Iterable[np.ndarray], total: int,
+                speed_T: np.ndarray | None) -> Iterator[tuple[np.ndarray, Any, int]]:
         """(audio [K, f, ...], speed [K, f] or None, real frames) per chunk; the last one zero-padded."""
         f, k = self.clip_frames, self.spec.clips_per_chunk
-        total = len(audio_TCLD)
         per_chunk = f * k
-        for start in range(0, total, per_chunk):
-            real = min(per_chunk, total - start)
+        start = 0
+        for audio in _rechunk(blocks, per_chunk):
+            real = len(audio)
             pad = per_chunk - real
-            audio = audio_TCLD[start:start + per_chunk]
             audio = np.concatenate([audio, np.zeros((pad,) + audio.shape[1:], audio.dtype)])
             speed = None
             if speed_T is not None:
@@ -226,15 +227,23 @@ class Sampler:
                 speed = np.concatenate([speed_T[start:start + per_chunk], np.full(pad, speed_T[start + real - 1])])
                 speed = speed.reshape(k, f).astype(np.float32)
             yield audio.reshape((k, f) + audio.shape[1:]).astype(np.float32), speed, real
+            start += real
+        assert start == total, f"the audio features held {start} frames, not the {total} announced"
 
-    def stream(self, ref: ReferenceFeatures, audio_TCLD: np.ndarray, face_mask_HW: np.ndarray, seed: int,
-               ref_scale: float, audio_scale: float, speed_T: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    def stream(self, ref: ReferenceFeatures, audio_TCLD: np.ndarray | FeatureStream, face_mask_HW: np.ndarray,
+               seed: int, ref_scale: float, audio_scale: float,
+               speed_T: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Yields float32 latents [frames, h, w, C] chunk by chunk; len(audio_TCLD) frames in all.
 
-        audio_TCLD: per-frame audio features [T, 2m+1, L, D]; face_mask_HW: {0, 1} mask at the face locator's
-        resolution; speed_T: per-frame head speed (models with speed layers only).
+        audio_TCLD: per-frame audio features [T, 2m+1, L, D], an array or a FeatureStream of blocks read as the
+        chunks need them; face_mask_HW: {0, 1} mask at the face locator's resolution; speed_T: per-frame head speed
+        (models with speed layers only).
         """
-        total = len(audio_TCLD)
+        if isinstance(audio_TCLD, FeatureStream):
+            total, blocks = len(audio_TCLD), iter(audio_TCLD)
+        else:
+            audio_TCLD = np.asarray(audio_TCLD)
+            total, blocks = len(audio_TCLD), iter([audio_TCLD])
         if total == 0:
             raise ValueError("no audio frames to generate; the audio is shorter than one video frame")
         if speed_T is not None and not self.cfg.unet.speed_attention:
@@ -253,7 +262,7 @@ class Sampler:
         mask = jnp.asarray(face_mask_HW, jnp.float32)[None, :, :, None]
         scales = jnp.asarray([ref_scale, audio_scale], jnp.float32)
         pending = None
-        for audio, speed, real in self._chunks(np.asarray(audio_TCLD), speed_T):
+        for audio, speed, real in self._chunks(blocks, total, speed_T):
             args = (self.params, ref, carry, audio, speed, mask, scales)
             self.last_call_args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), args)
             carry, latents = self.program(*args)
@@ -266,6 +275,20 @@ class Sampler:
     def sample(self, *args, **kwargs) -> np.ndarray:
         """All latents [T, h, w, C] at once (arguments as for `stream`)."""
         return np.concatenate(list(self.stream(*args, **kwargs)))
+
+
+def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """The rows of consecutive blocks regrouped `size` at a time (the last group shorter)."""
+    pieces, held = [], 0
+    for block in blocks:
+        pieces.append(block)
+        held += len(block)
+        while held >= size:
+            joined = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            yield joined[:size]
+            pieces, held = [joined[size:]], held - size
+    if held:
+        yield np.concatenate(pieces)
 
 
 def _host_frames(latents_KFhwC: jax.Array, real: int) -> np.ndarray:

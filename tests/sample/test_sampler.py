@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from emo_jax.audio.features import FeatureStream
 from emo_jax.config import load_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps
 from emo_jax.models.condition import ReferenceFeatures
@@ -88,6 +89,25 @@ def test_exactly_one_latent_per_audio_frame(long_and_short, setup):
     assert np.isfinite(long).all() and long.std() > 0.1
     # Later clips are not copies of the first: each has its own noise and audio.
     assert rel_err(long[4:8], long[:4]) > 0.1
+
+
+def test_features_streamed_in_blocks_give_the_latents_of_the_whole_array(long_and_short, setup):
+    _, _, sampler, ref, audio, mask = setup
+    pulled = []
+
+    def blocks():  # uneven blocks that straddle the 8-frame chunks; counts what the sampler has asked for
+        for start, stop in [(0, 5), (5, 6), (6, 17), (17, FIVE_CLIPS)]:
+            pulled.append(stop)
+            yield audio[start:stop]
+
+    chunks = sampler.stream(ref, FeatureStream(FIVE_CLIPS, blocks()), mask, 0, 3.5, 3.5)
+    first = next(chunks)
+    # Read as the chunks need them: the first two chunks' 16 frames (one chunk runs ahead), not the last block.
+    assert pulled == [5, 6, 17] and len(first) == 8
+    streamed = np.concatenate([first] + list(chunks))
+    np.testing.assert_array_equal(streamed, long_and_short[3])
+    with pytest.raises(AssertionError, match="held 17 frames, not the 19 announced"):
+        list(sampler.stream(ref, FeatureStream(FIVE_CLIPS, iter([audio[:17]])), mask, 0, 3.5, 3.5))
 
 
 def test_same_seed_same_latents_bit_for_bit_and_another_seed_differs(long_and_short, setup):
