@@ -55,13 +55,18 @@ class LoaderConfig:
             raise ValueError(f"batch_size and num_target must be >= 1, num_motion and context_frames >= 0: {self}")
 
 
-def shard_paths(prepared_dir: str) -> list[str]:
-    """The shard files listed in an emo-prepare output folder's manifest.json."""
+def read_manifest(prepared_dir: str) -> dict:
+    """An emo-prepare output folder's manifest.json (its settings under "config")."""
     manifest_path = os.path.join(prepared_dir, "manifest.json")
     if not os.path.isfile(manifest_path):
         raise ValueError(f"{prepared_dir!r} has no manifest.json; point at an emo-prepare --output folder")
     with open(manifest_path, encoding="utf-8") as f:
-        shards = json.load(f)["shards"]
+        return json.load(f)
+
+
+def shard_paths(prepared_dir: str) -> list[str]:
+    """The shard files listed in an emo-prepare output folder's manifest.json."""
+    shards = read_manifest(prepared_dir)["shards"]
     if not shards:
         raise ValueError(f"{prepared_dir!r} holds no segments (see the skipped inputs in its manifest.json)")
     return [os.path.join(prepared_dir, s) for s in shards]

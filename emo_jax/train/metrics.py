@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 class MetricsWriter:
     """Averages per-step metrics over train.log_every steps and writes them (process 0 only writes)."""
 
-    def __init__(self, workdir: str, total_steps: int, global_batch: int, every: int, enabled: bool = True):
+    def __init__(self, workdir: str, total_steps: int, global_batch: int, every: int, enabled: bool = True,
+                 resume_step: int = 0):
+        """`resume_step`: the step the run starts from; rows and events after it (logged by a run that was killed
+        before its next checkpoint) are dropped, so a resumed run leaves one row per step."""
         if every < 1:
             raise ValueError(f"train.log_every must be >= 1, got {every}")
         self.total_steps, self.global_batch, self.every, self.enabled = total_steps, global_batch, every, enabled
@@ -24,8 +27,11 @@ class MetricsWriter:
             from tensorboardX import SummaryWriter
 
             os.makedirs(workdir, exist_ok=True)
-            self._writer = SummaryWriter(logdir=workdir)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_rows_after(path, resume_step)
+            # purge_step hides the killed run's events from that step on, as TensorBoard shows them.
+            self._writer = SummaryWriter(logdir=workdir, purge_step=resume_step + 1 if resume_step else None)
+            self._jsonl = open(path, "a", encoding="utf-8")
 
     def start(self, step: int) -> None:
         """Marks the time and step the speed measurement counts from (after compilation, say)."""
@@ -67,3 +73,29 @@ class MetricsWriter:
         if self.enabled:
             self._writer.close()
             self._jsonl.close()
+
+
+def _drop_rows_after(path: str, step: int) -> None:
+    """Rewrites metrics.jsonl (atomically) without rows past `step` or a last line cut short by a kill."""
+    if not os.path.isfile(path):
+        return
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(json.dumps(row) + "\n")
+            else:
+                dropped += 1
+    if not dropped:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)
+    log.info("metrics.jsonl: dropped %d rows after step %d, logged by the run that was stopped before saving them",
+             dropped, step)

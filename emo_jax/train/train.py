@@ -5,6 +5,7 @@ saves. A run restarted with the same --workdir resumes from its latest checkpoin
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -17,7 +18,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from data_pipeline.loader import LoaderConfig, make_dataset, shard_paths, shard_records
+from data_pipeline.loader import LoaderConfig, make_dataset, read_manifest, shard_paths, shard_records
+from data_pipeline.schema import READABLE_VERSIONS
 from emo_jax import encoders
 from emo_jax.batch import batch_spec, check_batch
 from emo_jax.errors import ConfigError
@@ -83,12 +85,56 @@ def training_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
     """This process's share of the prepared shards at config.data.path, batched to its part of the batch."""
     if not config.data.path:
         raise ConfigError("config.data.path is empty: pass --config.data.path FOLDER (an emo-prepare --output)")
+    check_prepared_settings(config, read_manifest(config.data.path))
     m, t = config.model, config.train
     loader = LoaderConfig(stage=t.stage, batch_size=local_batch_size(config), seed=config.seed,
                           num_motion=m.motion_frames, num_target=m.clip_frames,
                           reference_margin=config.data.reference_margin, context_frames=m.audio.context,
                           worker_count=config.data.workers)
     return make_dataset(shard_records(shard_paths(config.data.path)), loader, jax.process_index(), jax.process_count())
+
+
+def _same_model_folder(a: str, b: str) -> bool:
+    """Whether two local model folders hold the same model, judged by their config.json (paths differ between
+    the machine that prepared the data and the one that trains); True when either cannot be read here."""
+    texts = []
+    for folder in (a, b):
+        path = os.path.join(folder, "config.json")
+        if not os.path.isfile(path):
+            return True
+        with open(path, encoding="utf-8") as f:
+            texts.append(json.load(f))
+    return texts[0] == texts[1]
+
+
+def check_prepared_settings(config: ml_collections.ConfigDict, manifest: dict) -> None:
+    """Stops the run, before anything compiles, when the data was prepared with settings the config does not
+    train at, naming each field and both values: frames at another rate misalign audio and motion, frames of
+    another size do not fit the model, and features from another encoder are not what emo-generate computes."""
+    prepared = manifest.get("config", {})
+    version = manifest.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise ConfigError(f"{config.data.path!r} holds schema version {version} records; this emo-jax reads "
+                          f"{READABLE_VERSIONS}: prepare the data again with this version's emo-prepare")
+    pairs = [("fps", "data.fps", config.data.fps), ("size", "data.size", config.data.size),
+             ("audio_sample_rate", "audio.sample_rate", config.audio.sample_rate)]
+    differ = [f"prepared {name} {prepared[name]!r} but config {key} {value!r}" for name, key, value in pairs
+              if name in prepared and float(prepared[name]) != float(value)]
+    for name, key, path in (("wav2vec", "audio.wav2vec_path", config.audio.wav2vec_path),
+                            ("vae", "vae.path", (config.get("vae") or {}).get("path", ""))):
+        if prepared.get(name) and path:
+            folder = os.path.join(path, "vae") if name == "vae" and os.path.isdir(os.path.join(path, "vae")) else path
+            if not _same_model_folder(prepared[name], folder):
+                differ.append(f"{name} features were made by {prepared[name]!r}, another model than config {key} "
+                              f"{path!r} (their config.json differ)")
+    if differ:
+        raise ConfigError(f"{config.data.path!r} was prepared for other settings than this config: "
+                          f"{'; '.join(differ)}. Prepare the data with this config (emo-prepare --config ...) or "
+                          "train with the settings it was prepared at")
+    if "face_expand" in prepared and float(prepared["face_expand"]) != float(config.data.face_expand):
+        log.warning("%s was framed with face_expand %s but config data.face_expand is %s: emo-generate will frame "
+                    "portraits unlike the training faces", config.data.path, prepared["face_expand"],
+                    config.data.face_expand)
 
 
 def local_batch_size(config: ml_collections.ConfigDict) -> int:
@@ -215,7 +261,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
     train_step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs),
                          donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh)))
     # Loop. Metrics of step s are read after step s + 1 is dispatched, so the host never idles the devices.
-    writer = MetricsWriter(workdir, t.steps, t.batch_size, t.log_every, enabled=jax.process_index() == 0)
+    writer = MetricsWriter(workdir, t.steps, t.batch_size, t.log_every, enabled=jax.process_index() == 0,
+                           resume_step=step)
     stop = StopRequest()
     pending, batch = None, first
     try:

@@ -21,7 +21,7 @@ from emo_jax.params import STAGE_TRAINABLE, module_of
 from emo_jax.train.checkpoint import restore_params
 from emo_jax.train.state import StateFactory
 from emo_jax.sharding import make_mesh
-from emo_jax.train.train import NonFiniteLossError, train, used_keys
+from emo_jax.train.train import NonFiniteLossError, check_prepared_settings, train, training_dataset, used_keys
 from tests.train.common import ROOT, make_config, pipeline_batches, subprocess_env
 
 
@@ -44,6 +44,37 @@ def test_data_prepared_for_other_settings_stops_the_run_before_compiling():
         used_keys(config, batch)
 
 
+@pytest.mark.parametrize("override, words", [
+    (("data", "fps", 30), r"prepared fps 25(\.0)? but config data.fps 30"),
+    (("data", "size", 64), r"prepared size 32 but config data.size 64"),
+    (("audio", "sample_rate", 22050), r"prepared audio_sample_rate 16000 but config audio.sample_rate 22050"),
+])
+def test_the_manifest_settings_must_be_the_configs(prepared, override, words):
+    config = make_config("stage2", prepared)
+    training_dataset(config)  # the settings it was prepared at
+    section, key, value = override
+    config[section][key] = value
+    with pytest.raises(ConfigError, match=words + r".*emo-prepare --config"):
+        training_dataset(config)
+
+
+def test_features_from_another_encoder_or_schema_are_refused(tmp_path):
+    config = load_config("configs/tiny.py:stage2")
+    config.data.path = str(tmp_path / "data")
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for folder, layers in ((ours, 2), (theirs, 4)):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"num_hidden_layers": layers}))
+    config.audio.wav2vec_path = str(ours)
+    settings = {"fps": 25, "size": 32, "audio_sample_rate": 16000, "wav2vec": str(theirs), "vae": ""}
+    with pytest.raises(ConfigError, match=r"wav2vec features were made by .*theirs.*another model than config "
+                                          r"audio.wav2vec_path .*ours"):
+        check_prepared_settings(config, {"schema_version": 2, "config": settings})
+    check_prepared_settings(config, {"schema_version": 2, "config": dict(settings, wav2vec=str(ours))})
+    with pytest.raises(ConfigError, match="schema version 9 records"):
+        check_prepared_settings(config, {"schema_version": 9, "config": dict(settings, wav2vec=str(ours))})
+
+
 def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
     config = make_config("stage2", prepared, steps=4)
     train(config, str(tmp_path / "straight"), random_init_encoders=True)
@@ -51,6 +82,8 @@ def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
     half.train.steps = 2
     train(half, str(tmp_path / "resumed"), random_init_encoders=True)
     assert (tmp_path / "resumed/checkpoints/2/data/process_0-of-1.json").is_file()
+    with open(tmp_path / "resumed/metrics.jsonl", "a") as f:  # a run killed after logging step 3, before saving it
+        f.write(json.dumps({"step": 3, "loss": 9.0}) + '\n{"step": 4, "lo')
     train(config, str(tmp_path / "resumed"), random_init_encoders=True)
     for use_ema in (False, True):
         _, straight = restore_params(str(tmp_path / "straight"), use_ema=use_ema)
