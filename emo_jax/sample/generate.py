@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import uuid
 
 import numpy as np
 
-from emo_jax.errors import ConfigError
+from emo_jax.errors import ConfigError, UsageError
 
 # Head rotation speed (degrees per frame) used when a speed model gets no --speed: calm talking-head motion,
 # inside the finely resolved low buckets of configs/emo_512.py's model.speed.centres.
@@ -92,18 +93,43 @@ def load_speed(text: str | None, num_frames: int) -> np.ndarray:
     return curve[:num_frames]
 
 
-def check_audio_length(audio_16k: np.ndarray, fps: float, path: str, min_samples: int = 1) -> int:
-    """round(duration * fps), or an error naming the file when that is no frame or too short to encode."""
+def check_audio_length(num_samples: int, fps: float, path: str, min_samples: int = 1) -> int:
+    """round(duration * fps) of `num_samples` at 16 kHz, or an error naming the file when that is no frame or too
+    short to encode."""
     from emo_jax.audio.features import video_frame_count
 
-    frames = video_frame_count(len(audio_16k), fps)
+    frames = video_frame_count(num_samples, fps)
     if frames == 0:
-        raise ValueError(f"audio {path!r} lasts {len(audio_16k) / 16:.1f} ms, shorter than one video frame at "
+        raise ValueError(f"audio {path!r} lasts {num_samples / 16:.1f} ms, shorter than one video frame at "
                          f"{fps:g} fps ({1000 / fps:.1f} ms); pass a longer audio file")
-    if len(audio_16k) < min_samples:
-        raise ValueError(f"audio {path!r} lasts {len(audio_16k) / 16:.1f} ms, shorter than the audio encoder's "
+    if num_samples < min_samples:
+        raise ValueError(f"audio {path!r} lasts {num_samples / 16:.1f} ms, shorter than the audio encoder's "
                          f"{min_samples / 16:.0f} ms window; pass a longer audio file")
     return frames
+
+
+def check_output(path: str, flag: str, suffix: str) -> None:
+    """Refuses an output path that could not be written, before any model work: the suffix, not a directory, and
+    a folder that exists or can be made, where a file can be created (a temporary one is made and removed)."""
+    example = os.path.join(path, f"out{suffix}") if os.path.isdir(path) else f"{os.path.splitext(path)[0]}{suffix}"
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a directory; give a file path in it, e.g. {flag} {example}")
+    if not path.lower().endswith(suffix):
+        raise UsageError(f"{flag} {path!r} must end in {suffix}, e.g. {flag} {example}")
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):  # the folders to be made are made where the nearest existing one is
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"{flag} {path!r}: {existing!r} is a file, so the folder {folder!r} cannot be made; give a "
+                         "path under a folder")
+    probe = os.path.join(existing, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.probe")
+    try:
+        open(probe, "x").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UsageError(f"{flag} {path!r}: cannot write in {existing!r} ({e.strerror}); give a path in a folder "
+                         "you can write to") from e
 
 
 def random_model_params(config, seed: int = 0) -> dict:
@@ -135,18 +161,26 @@ def restore_model(checkpoint: str, config) -> dict:
 
 
 def generate(args: argparse.Namespace, config) -> str:
-    """Runs the whole pipeline for parsed arguments; returns a one-line summary."""
+    """Runs the whole pipeline for parsed arguments; returns a one-line summary.
+
+    Host memory is the same for any audio length: the audio is decoded again for each pass instead of held, its
+    features are computed window by window as the clips need them, and each chunk's frames are written (and the
+    contact sheet's picks kept) as soon as they are decoded.
+    """
     from tqdm import tqdm
 
     from emo_jax import encoders
-    from emo_jax.audio import load_audio
-    from emo_jax.audio.features import audio_features
+    from emo_jax.audio.decode import open_audio
+    from emo_jax.audio.features import audio_feature_stream
     from emo_jax.models.vae_codec import VAECodec
     from emo_jax.sample.sampler import Sampler, check_video_model
-    from emo_jax.video.io import contact_sheet, write_video
+    from emo_jax.video.io import ContactSheet, VideoWriter
 
     if args.random_init == bool(args.checkpoint):
         raise ConfigError("pass exactly one of --checkpoint DIR (trained weights) and --random-init (smoke test)")
+    check_output(args.out, "--out", ".mp4")
+    if args.contact_sheet:
+        check_output(args.contact_sheet, "--contact-sheet", ".png")
     s = config.sample
     s.steps = args.steps if args.steps is not None else s.steps
     s.ref_scale = args.ref_scale if args.ref_scale is not None else s.ref_scale
@@ -166,10 +200,10 @@ def generate(args: argparse.Namespace, config) -> str:
     image = load_image(args.image)
     box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image)
     reference, mask = frame_reference(image, box, config.data.size, config.data.face_expand, s.mask_expand)
-    audio = load_audio(args.audio)
-    num_frames = check_audio_length(audio, fps, args.audio)  # before any model is loaded or compiled
+    audio = open_audio(args.audio)
+    num_frames = check_audio_length(audio.num_samples, fps, args.audio)  # before any model is loaded or compiled
     encoder, encoder_params, w2v = encoders.audio_encoder(config, random_init=args.random_init)
-    check_audio_length(audio, fps, args.audio, w2v.receptive_field_samples)
+    check_audio_length(audio.num_samples, fps, args.audio, w2v.receptive_field_samples)
     speed = load_speed(args.speed, num_frames) if cfg.unet.speed_attention else None
 
     params = random_model_params(config) if args.random_init else restore_model(args.checkpoint, config)
@@ -180,17 +214,21 @@ def generate(args: argparse.Namespace, config) -> str:
                           f"the VAE's factor {vae_cfg.downsample_factor}")
     codec = VAECodec(vae_module, vae_params, chunk=config.model.clip_frames)
     ref = sampler.reference(codec.encode(reference[None]))
-    features = audio_features(audio, fps, encoder, encoder_params, context=cfg.audio.context,
-                              window_seconds=config.audio.window_seconds)
+    features = audio_feature_stream(audio, fps, encoder, encoder_params, context=cfg.audio.context,
+                                    window_seconds=config.audio.window_seconds)
     assert len(features) == num_frames
 
-    frames = []
-    with tqdm(total=sampler.num_clips(num_frames), unit="clip", desc="emo-generate") as bar:
+    sheet = ContactSheet(num_frames) if args.contact_sheet else None
+    size = config.data.size
+    with (VideoWriter(args.out, fps, size, size, audio=audio.blocks()) as video,
+          tqdm(total=sampler.num_clips(num_frames), unit="clip", desc="emo-generate") as bar):
         for latents in sampler.stream(ref, features, mask, seed, s.ref_scale, s.audio_scale, speed):
-            frames.append(codec.decode(latents))
+            frames = codec.decode(latents)
+            video.write(frames)
+            if sheet is not None:
+                sheet.add(frames)
             bar.update(min(s.clips_per_chunk, bar.total - bar.n))
-    video = np.concatenate(frames)
-    write_video(args.out, video, fps, audio=audio)
-    if args.contact_sheet:
-        contact_sheet(video, args.contact_sheet)
-    return f"wrote {args.out}: {len(video)} frames at {fps:g} fps, {len(audio) / 16000:.2f} s of audio, seed {seed}"
+    if sheet is not None:
+        sheet.save(args.contact_sheet)
+    return (f"wrote {args.out}: {video.frames_written} frames at {fps:g} fps, {audio.num_samples / 16000:.2f} s of "
+            f"audio, seed {seed}")

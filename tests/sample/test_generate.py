@@ -147,6 +147,65 @@ def test_bad_face_box_and_missing_weights_are_clear(inputs, capsys):
     assert "stage3" in capsys.readouterr().err
 
 
+@pytest.fixture
+def no_models(monkeypatch):
+    """Makes loading any encoder or model weights fail the test."""
+    import emo_jax.encoders
+    import emo_jax.sample.generate as generate_module
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output paths were checked")
+
+    for module, name in [(emo_jax.encoders, "audio_encoder"), (emo_jax.encoders, "vae"),
+                         (generate_module, "random_model_params"), (generate_module, "restore_model")]:
+        monkeypatch.setattr(module, name, loaded)
+
+
+def test_output_paths_are_checked_before_any_model_is_loaded(inputs, tmp_path, no_models, capsys):
+    _, face, _, audio = inputs
+    common = TINY + ["--random-init", "--image", face, "--audio", audio]
+    (tmp_path / "a_file").write_text("not a folder")
+    cases = [
+        (["--out", str(tmp_path / "x.avi")], ["x.avi", "must end in .mp4", str(tmp_path / "x.mp4")]),
+        (["--out", str(tmp_path)], [str(tmp_path), "is a directory", str(tmp_path / "out.mp4")]),
+        (["--out", str(tmp_path / "a_file" / "x.mp4")], ["a_file", "is a file"]),
+        (["--out", str(tmp_path / "x.mp4"), "--contact-sheet", str(tmp_path / "s.jpg")],
+         ["--contact-sheet", "s.jpg", "must end in .png"]),
+    ]
+    for args, words in cases:
+        assert main(common + args) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("emo-generate: error: ") and len(err.strip().splitlines()) == 1, err
+        assert all(w in err for w in words), (words, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written, no probe left behind
+
+
+def test_an_unwritable_output_folder_is_named_before_any_model_is_loaded(inputs, tmp_path, no_models, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into a 0500 folder; the permission check cannot fail")
+    _, face, _, audio = inputs
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        for args in (["--out", str(locked / "x.mp4")],
+                     ["--out", str(tmp_path / "x.mp4"), "--contact-sheet", str(locked / "new" / "s.png")]):
+            assert main(TINY + ["--random-init", "--image", face, "--audio", audio] + args) == 2
+            err = capsys.readouterr().err
+            assert "cannot write in" in err and str(locked) in err, err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_output_check_makes_nothing_for_a_folder_still_to_be_made(tmp_path):
+    from emo_jax.sample.generate import check_output
+
+    check_output(str(tmp_path / "new" / "deeper" / "x.mp4"), "--out", ".mp4")
+    assert list(tmp_path.iterdir()) == []  # the writer makes the folders when it writes
+
+
 def test_reference_is_framed_by_the_face_and_the_mask_grown():
     image = np.zeros((100, 200, 3), np.uint8)
     image[40:60, 180:200] = 255  # the "face", against the right border
