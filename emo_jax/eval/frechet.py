@@ -6,8 +6,8 @@ FID (Heusel et al. 2017) as pytorch-fid computes it: each set of images is summa
     d² = |mu1 - mu2|² + Tr(S1) + Tr(S2) - 2 Tr(sqrt(S1 S2)).
 
 The statistics are accumulated batch by batch (FeatureStats), so no feature array of a whole data set is held, and
-can be saved to .npz and compared later against statistics of the same feature. Not built yet: the Inception
-network that gives the features, FVD (its I3D network) and an emo-eval command.
+can be saved to .npz and compared later against statistics of the same feature. The features for FID come from
+emo_jax/eval/inception.py. Not built yet: FVD (its I3D network) and an emo-eval command.
 """
 from __future__ import annotations
 
