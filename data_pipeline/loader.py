@@ -9,7 +9,7 @@ Elements (numpy; frames stay uint8 RGB so the host sends 4x fewer bytes; the mod
   stages 2-3: motion [n, S, S, 3] and target [f, S, S, 3] (n + f contiguous frames), reference [S, S, 3]
               (a frame outside the clip when the segment has one), face_mask [S, S] (union of the target
               frames' boxes), speed [f + 2m] and audio [round((f + 2m) * sr / fps)] for the target frames with
-              m = context_frames on each side (edge speeds repeated, audio zero-padded past the segment).
+              m = context on each side (edge speeds repeated, audio zero-padded past the segment).
 Records of schema v2 that carry them add (float32):
   latents     stage 1: target_latent, reference_latent [h, w, C] of the frames above;
               stages 2-3: motion_latents [n, h, w, C], target_latents [f, h, w, C], reference_latent [h, w, C]
@@ -40,19 +40,28 @@ class LoaderConfig:
     stage: int
     batch_size: int
     seed: int = 0
-    num_motion: int = 4
-    num_target: int = 12
+    motion_frames: int = 4
+    clip_frames: int = 12
     reference_margin: int = 15  # stage 1: reference at least 0.5 s (at 30 fps) from the target
-    context_frames: int = 2  # m: audio and speed context on each side of the target frames
+    context: int = 2  # m: audio and speed context on each side of the target frames
     read_threads: int = 2
-    worker_count: int = 0  # > 0: decode in that many prefetch processes
+    workers: int = 0  # > 0: decode in that many prefetch processes
+
+    @classmethod
+    def from_config(cls, config, batch_size: int) -> "LoaderConfig":
+        """The settings a training config implies, each field named as the config names it (model.motion_frames,
+        model.clip_frames, model.audio.context, data.reference_margin, data.workers)."""
+        m, d = config.model, config.data
+        return cls(stage=config.train.stage, batch_size=batch_size, seed=config.seed, motion_frames=m.motion_frames,
+                   clip_frames=m.clip_frames, context=m.audio.context, reference_margin=d.reference_margin,
+                   workers=d.workers)
 
     def validate(self) -> None:
         """Raises ValueError naming the setting that cannot work."""
         if self.stage not in (1, 2, 3):
             raise ValueError(f"stage must be 1, 2 or 3, got {self.stage}")
-        if self.batch_size < 1 or self.num_motion < 0 or self.num_target < 1 or self.context_frames < 0:
-            raise ValueError(f"batch_size and num_target must be >= 1, num_motion and context_frames >= 0: {self}")
+        if self.batch_size < 1 or self.motion_frames < 0 or self.clip_frames < 1 or self.context < 0:
+            raise ValueError(f"batch_size and clip_frames must be >= 1, motion_frames and context >= 0: {self}")
 
 
 def read_manifest(prepared_dir: str) -> dict:
@@ -148,26 +157,26 @@ class ClipSampler:
 
     def _video(self, record: SegmentRecord, rng: np.random.Generator) -> dict[str, np.ndarray]:
         cfg, n = self.cfg, record.num_frames
-        length = cfg.num_motion + cfg.num_target
+        length = cfg.motion_frames + cfg.clip_frames
         if n < length:
             raise ValueError(f"segment {record.source}#{record.segment_index} has {n} frames, fewer than "
-                             f"num_motion + num_target = {length}; prepare longer segments")
+                             f"motion_frames + clip_frames = {length}; prepare longer segments")
         start = int(rng.integers(n - length + 1))
-        first_target, m = start + cfg.num_motion, cfg.context_frames
+        first_target, m = start + cfg.motion_frames, cfg.context
         frames = np.stack([_frame(record, t) for t in range(start, start + length)])
-        speed_index = np.clip(np.arange(first_target - m, first_target + cfg.num_target + m), 0, n - 1)
+        speed_index = np.clip(np.arange(first_target - m, first_target + cfg.clip_frames + m), 0, n - 1)
         reference = _other_frame(rng, n, start, start + length)
         out = {
-            "motion": frames[: cfg.num_motion],
-            "target": frames[cfg.num_motion :],
+            "motion": frames[: cfg.motion_frames],
+            "target": frames[cfg.motion_frames :],
             "reference": _frame(record, reference),
             "face_mask": union_mask(record.face_boxes[first_target : start + length], record.size),
             "speed": record.speed[speed_index],
-            "audio": _audio_span(record, first_target - m, cfg.num_target + 2 * m),
+            "audio": _audio_span(record, first_target - m, cfg.clip_frames + 2 * m),
         }
         if record.audio_features is not None:
             # Row k holds speed_index[k : k + 2m + 1]: target frame k with its m neighbours on each side.
-            windows = speed_index[np.arange(cfg.num_target)[:, None] + np.arange(2 * m + 1)[None, :]]
+            windows = speed_index[np.arange(cfg.clip_frames)[:, None] + np.arange(2 * m + 1)[None, :]]
             out["audio_features"] = record.audio_features[windows].astype(np.float32)
         if record.latents is not None:
             out["motion_latents"] = record.latents[start:first_target].astype(np.float32)
@@ -185,10 +194,10 @@ def make_dataset(
     # The clip seed differs from the shuffle seed so clip choice and order do not correlate.
     ds = ds.random_map(ClipSampler(cfg), seed=cfg.seed + 1).batch(cfg.batch_size, drop_remainder=True)
     iterable = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=2))
-    if cfg.worker_count > 0:
+    if cfg.workers > 0:
         # mp_prefetch reads grain's absl flags; a program not started through absl.app (pytest, a plain
         # script) has not parsed them, and their defaults are what we want.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.workers))
     return iterable

@@ -86,11 +86,7 @@ def training_dataset(config: ml_collections.ConfigDict) -> grain.IterDataset:
     if not config.data.path:
         raise ConfigError("config.data.path is empty: pass --config.data.path FOLDER (an emo-prepare --output)")
     check_prepared_settings(config, read_manifest(config.data.path))
-    m, t = config.model, config.train
-    loader = LoaderConfig(stage=t.stage, batch_size=local_batch_size(config), seed=config.seed,
-                          num_motion=m.motion_frames, num_target=m.clip_frames,
-                          reference_margin=config.data.reference_margin, context_frames=m.audio.context,
-                          worker_count=config.data.workers)
+    loader = LoaderConfig.from_config(config, local_batch_size(config))
     return make_dataset(shard_records(shard_paths(config.data.path)), loader, jax.process_index(), jax.process_count())
 
 

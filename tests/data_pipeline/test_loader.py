@@ -18,10 +18,10 @@ def _take(iterator, n):
     return list(itertools.islice(iterator, n))
 
 
-@pytest.mark.parametrize("worker_count", [0, 1])
-def test_restored_iterator_continues_exactly(prepared, worker_count):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_restored_iterator_continues_exactly(prepared, workers):
     records = shard_records(shard_paths(str(prepared[1])))
-    cfg = LoaderConfig(stage=2, batch_size=2, seed=3, worker_count=worker_count)
+    cfg = LoaderConfig(stage=2, batch_size=2, seed=3, workers=workers)
     iterator = iter(make_dataset(records, cfg))
     _take(iterator, 3)
     state = iterator.get_state()
@@ -67,8 +67,8 @@ def test_loader_batches_are_what_the_batch_spec_says(prepared):
         config.data.update(size=64, fps=FPS)
         m = config.model
         batch = next(iter(make_dataset(records, LoaderConfig(stage=config.train.stage, batch_size=batch_size,
-                                                             num_motion=m.motion_frames, num_target=m.clip_frames,
-                                                             context_frames=m.audio.context))))
+                                                             motion_frames=m.motion_frames, clip_frames=m.clip_frames,
+                                                             context=m.audio.context))))
         fields = check_batch(batch_spec(config), batch)
         assert set(batch) == {f.name for f in fields.values()}  # the synthetic records carry no latents
         config.data.size = 32
@@ -139,7 +139,7 @@ def test_prepared_features_and_latents_reach_the_batches(encoded):
     records = shard_records(shard_paths(str(encoded[1])))
     image = next(iter(make_dataset(records, LoaderConfig(stage=1, batch_size=2))))
     assert image["target_latent"].shape == image["reference_latent"].shape == (2, 32, 32, 4)
-    video = next(iter(make_dataset(records, LoaderConfig(stage=2, batch_size=2, context_frames=1))))
+    video = next(iter(make_dataset(records, LoaderConfig(stage=2, batch_size=2, context=1))))
     assert video["audio_features"].shape == (2, 12, 3, 2, 16) and video["audio_features"].dtype == np.float32
     assert video["motion_latents"].shape == (2, 4, 32, 32, 4) and video["target_latents"].shape == (2, 12, 32, 32, 4)
     assert video["reference_latent"].shape == (2, 32, 32, 4)
