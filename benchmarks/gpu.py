@@ -176,8 +176,9 @@ def compile_step(config, device) -> tuple:
     return factory, mesh, traced, compiled, trace_s, time.perf_counter() - start
 
 
-def train_section(r: dict, config, device, args) -> dict:
-    """Compiles (falling back from a failing attention implementation) and times the train step."""
+def train_section(r: dict, config, device, args, save) -> dict:
+    """Compiles (falling back from a failing attention implementation) and times the train step; `save` writes
+    what is known so far (a compile can take minutes: a run stopped later keeps its numbers)."""
     r["attention_requested"] = config.model.unet.attention_impl
     r["attention_errors"] = []
     for impl in dict.fromkeys([config.model.unet.attention_impl, args.fallback_attention]):
@@ -189,6 +190,7 @@ def train_section(r: dict, config, device, args) -> dict:
             r["attention_errors"].append({"attention_impl": impl, "error": error_text(e)})
             log(f"train: attention {impl!r} failed ({error_text(e)[:300]}); "
                 f"{'falling back to ' + repr(args.fallback_attention) if impl != args.fallback_attention else ''}")
+            save()
             if impl == args.fallback_attention:
                 raise
     r["attention_impl"] = impl
@@ -200,6 +202,7 @@ def train_section(r: dict, config, device, args) -> dict:
         limit = memory_stats(device).get("bytes_limit")
         log(f"train: XLA plans {planned / 2**30:.1f} GiB (state and batch {mem['argument'] / 2**30:.1f}, temporaries "
             f"{mem['temp'] / 2**30:.1f}) of {limit / 2**30 if limit else float('nan'):.1f} GiB the allocator has")
+    save()
 
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -210,6 +213,7 @@ def train_section(r: dict, config, device, args) -> dict:
     r["init_s"] = time.perf_counter() - start
     r["params"] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params)))
     log(f"train: state of {r['params']:,} params initialised in {r['init_s']:.1f} s")
+    save()
 
     frozen, times = {"vae": None, "audio": None}, []
     for i in range(args.warmup + args.steps):
@@ -356,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     log(f"{device.device_kind}: {spec}, attention {m.unet.attention_impl!r}, peak bf16 "
         f"{peak / 1e12 if peak else None} TFLOP/s; results to {out}")
-    train = report.run("train", train_section, config, device, args)
+    train = report.run("train", train_section, config, device, args, report.save)
     r = report.results["train"]
     run_config = with_attention(config, r.get("attention_impl", m.unet.attention_impl))
     report.run("flops", flops_section, run_config, device, train, r, peak, args.budget_s)
