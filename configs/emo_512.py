@@ -46,6 +46,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 160 at the deep levels; its flash kernel needs <= 128 or a multiple of 128). See docs/scale.md.
     u.attention_impl = "xla"
     u.attention_chunk = 1024
+    # Attentions with fewer keys than this run as plain XLA whatever attention_impl says: on an H200 the fused
+    # cuDNN kernel was 6.6x faster than XLA at the 64x64 level (8,192 keys) but 2.6x slower on the temporal
+    # attention's 16 keys (benchmarks/attention.py, results/attention_h200.json).
+    u.attention_min_keys = 128
     u.remat = variant != "sd"
     # Off by default: on a chip that holds a clip's ResNet activations it only costs FLOPs. The v5e stage-2 plan
     # needs it (docs/scale.md).

@@ -1,4 +1,10 @@
-"""Every attention in the model goes through `dot_product_attention`, whose implementation a config picks."""
+"""Every attention in the model goes through `dot_product_attention`, whose implementation a config picks.
+
+The one mask the model needs drops the reference tokens appended to a self-attention's keys (classifier-free
+guidance and condition dropout), so masks are given as the number of valid keys from the start, kv_lengths_B:
+every implementation takes that form, cuDNN's fused kernel included (it refuses a [B, 1, 1, S] key mask:
+"Bias must have same seq length as QKV", seen on an H200 with jax 0.11.2).
+"""
 from __future__ import annotations
 
 import functools
@@ -13,38 +19,45 @@ from emo_jax.models.partitioning import dense_init, zeros_init
 IMPLEMENTATIONS = ("xla", "chunked", "jax", "cudnn", "pallas_tpu")
 
 
-def _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None):
+def _key_mask(kv_lengths_B, keys: int):
+    """[B, S] True for the first kv_lengths_B[b] keys, or None."""
+    return None if kv_lengths_B is None else jnp.arange(keys)[None, :] < kv_lengths_B[:, None]
+
+
+def _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
     scale = q_BLHD.shape[-1] ** -0.5
     scores = jnp.einsum("blhd,bshd->bhls", q_BLHD, k_BSHD, preferred_element_type=jnp.float32) * scale
-    if mask_BS is not None:
-        scores = jnp.where(mask_BS[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+    if kv_lengths_B is not None:
+        scores = jnp.where(_key_mask(kv_lengths_B, k_BSHD.shape[1])[:, None, None, :], scores,
+                           jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSHD.dtype)
     return jnp.einsum("bhls,bshd->blhd", probs, v_BSHD)
 
 
-def _chunked_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS, chunk: int):
+def _chunked_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, chunk: int):
     """Queries in chunks under lax.map: peak score memory is chunk x S instead of L x S, on any backend, in the
     backward pass too. Each chunk is rematerialised: without it, autodiff of the map keeps every chunk's
     probabilities for the backward pass, all L x S of them again (the paper-scale stage-2 step on v5e-64 kept
     them in 1.5 GiB buffers and needed 16.2 of 15.75 GiB)."""
     length = q_BLHD.shape[1]
     if length <= chunk:
-        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
     pad = -length % chunk
     q = jnp.pad(q_BLHD, ((0, 0), (0, pad), (0, 0), (0, 0)))
     q_NBCHD = q.reshape(q.shape[0], -1, chunk, *q.shape[2:]).swapaxes(0, 1)
-    one_chunk = jax.checkpoint(lambda qc, k, v: _xla_attention(qc, k, v, mask_BS))
+    one_chunk = jax.checkpoint(lambda qc, k, v: _xla_attention(qc, k, v, kv_lengths_B))
     out = jax.lax.map(lambda qc: one_chunk(qc, k_BSHD, v_BSHD), q_NBCHD)
     out = out.swapaxes(0, 1).reshape(q.shape[0], -1, *q.shape[2:])
     return out[:, :length]
 
 
-def _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None):
+def _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
     from jax.experimental.pallas.ops.tpu import flash_attention as fa
 
     scale = q_BLHD.shape[-1] ** -0.5
     bias = None
-    if mask_BS is not None:
+    if kv_lengths_B is not None:
+        mask_BS = _key_mask(kv_lengths_B, k_BSHD.shape[1])
         bias = jnp.where(mask_BS, 0.0, jnp.finfo(jnp.float32).min)[:, None, None, :]
         bias = jnp.broadcast_to(bias, (q_BLHD.shape[0], q_BLHD.shape[2], q_BLHD.shape[1], k_BSHD.shape[1]))
     out = fa.flash_attention(
@@ -53,19 +66,22 @@ def _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None):
     return out.swapaxes(1, 2)
 
 
-def dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS=None, impl: str = "xla", chunk: int = 1024):
-    """softmax(q k^T / sqrt(d)) v over [batch, length, heads, head_dim]; mask_BS (True = attend) hides keys."""
+def dot_product_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, impl: str = "xla", chunk: int = 1024):
+    """softmax(q k^T / sqrt(d)) v over [batch, length, heads, head_dim]; kv_lengths_B (int32 [B]) keeps only
+    the first kv_lengths_B[b] keys of example b (None: all)."""
     if impl == "xla":
-        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+        return _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
     if impl == "chunked":
-        return _chunked_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS, chunk)
-    jax_mask = None if mask_BS is None else mask_BS[:, None, None, :]
-    if impl == "jax":
-        return jax.nn.dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask=jax_mask)
-    if impl == "cudnn":
-        return jax.nn.dot_product_attention(q_BLHD, k_BSHD, v_BSHD, mask=jax_mask, implementation="cudnn")
+        return _chunked_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, chunk)
+    if impl in ("jax", "cudnn"):
+        # Query lengths must be given with key lengths: all queries are valid.
+        q_lengths = None if kv_lengths_B is None else jnp.full(kv_lengths_B.shape, q_BLHD.shape[1], jnp.int32)
+        return jax.nn.dot_product_attention(
+            q_BLHD, k_BSHD, v_BSHD, query_seq_lengths=q_lengths,
+            key_value_seq_lengths=None if kv_lengths_B is None else kv_lengths_B.astype(jnp.int32),
+            implementation="cudnn" if impl == "cudnn" else None)
     if impl == "pallas_tpu":
-        return _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, mask_BS)
+        return _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
     raise ValueError(f"unknown attention implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
 
 
@@ -79,6 +95,7 @@ class Attention(nn.Module):
     qkv_bias: bool = False
     impl: str = "xla"
     chunk: int = 1024
+    min_keys: int = 0  # fewer keys than this: plain XLA whatever `impl` says
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
@@ -87,13 +104,13 @@ class Attention(nn.Module):
         """Attends x to context (or itself); extra_kv joins the keys/values (reference-attention) where extra_keep."""
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         kv_in = x_BLC if context_BSD is None else context_BSD
-        mask_BS = None
+        kv_lengths_B = None
         if extra_kv_BSC is not None:
             own = kv_in.shape[1]
             kv_in = jnp.concatenate([kv_in, extra_kv_BSC.astype(kv_in.dtype)], axis=1)
-            if extra_keep_B is not None:
-                keep_BS = jnp.broadcast_to(extra_keep_B[:, None], (kv_in.shape[0], extra_kv_BSC.shape[1]))
-                mask_BS = jnp.concatenate([jnp.ones((kv_in.shape[0], own), bool), keep_BS], axis=1)
+            if extra_keep_B is not None:  # dropped: only the own keys, which come first
+                keep_B = jnp.broadcast_to(extra_keep_B, (kv_in.shape[0],))
+                kv_lengths_B = jnp.where(keep_B, kv_in.shape[1], own).astype(jnp.int32)
         in_axes = ("embed", "heads")
         q = dense(self.dim, use_bias=self.qkv_bias, name="to_q", kernel_init=dense_init(in_axes),
                   bias_init=zeros_init(("heads",)))(x_BLC)
@@ -102,7 +119,8 @@ class Attention(nn.Module):
         v = dense(self.dim, use_bias=self.qkv_bias, name="to_v", kernel_init=dense_init(in_axes),
                   bias_init=zeros_init(("heads",)))(kv_in)
         split = lambda t: t.reshape(*t.shape[:2], self.heads, self.dim // self.heads)
-        out = dot_product_attention(split(q), split(k), split(v), mask_BS, self.impl, self.chunk)
+        impl = self.impl if kv_in.shape[1] >= self.min_keys else "xla"
+        out = dot_product_attention(split(q), split(k), split(v), kv_lengths_B, impl, self.chunk)
         out = out.reshape(*out.shape[:2], self.dim)
         out_init = zeros_init(("heads", "embed")) if self.zero_init_out else dense_init(("heads", "embed"))
         return dense(x_BLC.shape[-1], name="to_out_0", kernel_init=out_init, bias_init=zeros_init(("embed",)))(out)

@@ -39,8 +39,8 @@ class TemporalTransformerBlock(nn.Module):
         pe = jnp.asarray(sinusoidal_positions(cfg.temporal_max_len, self.dim)[:frames], x_MFC.dtype)
         for i in range(2):
             h = layer_norm(name=f"norms_{i}", **kw)(x_MFC) + pe
-            x_MFC = x_MFC + Attention(self.dim, cfg.temporal_heads, impl=cfg.attention_impl,
-                                      chunk=cfg.attention_chunk, name=f"attention_blocks_{i}", **kw)(h)
+            x_MFC = x_MFC + Attention(self.dim, cfg.temporal_heads, **cfg.attention_options,
+                                      name=f"attention_blocks_{i}", **kw)(h)
         return x_MFC + FeedForward(self.dim, name="ff", **kw)(layer_norm(name="ff_norm", **kw)(x_MFC))
 
 
@@ -90,7 +90,7 @@ class MotionModule(nn.Module):
             kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
             tokens = x_NHWC.reshape(n, hgt * wid, c)
             out = Attention(self.dim, cfg.temporal_heads, context_dim=cfg.speed_dim, zero_init_out=True,
-                            impl=cfg.attention_impl, chunk=cfg.attention_chunk, name="speed_attn", **kw)(
+                            **cfg.attention_options, name="speed_attn", **kw)(
                 layer_norm(name="speed_norm", **kw)(tokens), speed_NKD)
             x_NHWC = x_NHWC + out.reshape(n, hgt, wid, c)
         return x_NHWC

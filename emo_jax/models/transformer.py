@@ -23,7 +23,7 @@ class TransformerBlock(nn.Module):
     def __call__(self, x_NLC, text_NSD=None, ref_NSC=None, ref_keep_N=None, audio_NKD=None, audio_keep_N=None):
         cfg = self.cfg
         kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-        attn = lambda name, **a: Attention(self.dim, cfg.heads, impl=cfg.attention_impl, chunk=cfg.attention_chunk,
+        attn = lambda name, **a: Attention(self.dim, cfg.heads, **cfg.attention_options,
                                            name=name, **a, **kw)
         h = layer_norm(name="norm1", **kw)(x_NLC)
         feature = h

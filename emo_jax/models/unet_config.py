@@ -41,6 +41,7 @@ class UNetConfig:
     # Execution.
     attention_impl: str = "xla"
     attention_chunk: int = 1024
+    attention_min_keys: int = 128  # fewer keys: plain XLA attention (fused kernels lose on short sequences)
     remat: bool = False  # rematerialise each transformer and temporal block in the backward pass
     # ...and each ResNet block: the backward keeps the block's input instead of its GroupNorm/SiLU/conv
     # intermediates, which under tensor parallelism are all-gathered (full channels) and tile-padded.
@@ -58,6 +59,11 @@ class UNetConfig:
         for c in self.block_out_channels:
             if c % self.norm_groups or c % self.heads:
                 raise ValueError(f"channel count {c} must divide by norm_groups {self.norm_groups} and heads {self.heads}")
+
+    @property
+    def attention_options(self) -> dict:
+        """How every attention of the UNet runs (emo_jax.models.attention.Attention's impl, chunk, min_keys)."""
+        return dict(impl=self.attention_impl, chunk=self.attention_chunk, min_keys=self.attention_min_keys)
 
     @property
     def compute_dtype(self) -> Any:

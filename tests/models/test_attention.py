@@ -32,3 +32,46 @@ def test_chunked_backward_keeps_one_chunk_of_scores():
     assert temporaries("xla") > 2 * scores
     # Measured 17.6 MB (80.6 MB when autodiff kept every chunk's probabilities).
     assert temporaries("chunked") < scores
+
+
+def test_every_implementation_drops_the_keys_past_each_examples_length():
+    """The reference-drop mask as key lengths: example 0 keeps all 40 keys, example 1 only its own first 24,
+    which must equal attention over those 24 keys alone; jax.nn.dot_product_attention (the cuDNN path's API,
+    run here by XLA) and chunked attention agree, values and gradients."""
+    rng = np.random.default_rng(1)
+    q = jnp.asarray(rng.normal(size=(2, 300, 2, 8)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(2, 40, 2, 8)), jnp.float32) for _ in range(2))
+    lengths = jnp.asarray([40, 24], jnp.int32)
+    plain = dot_product_attention(q, k, v, lengths, impl="xla")
+    np.testing.assert_allclose(plain[1], dot_product_attention(q[1:], k[1:, :24], v[1:, :24])[0], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(plain[0], dot_product_attention(q[:1], k[:1], v[:1])[0], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(plain[1] - dot_product_attention(q[1:], k[1:], v[1:])[0])).max() > 1e-2
+
+    def loss(impl):
+        return lambda q, k, v: (dot_product_attention(q, k, v, lengths, impl=impl, chunk=128) ** 2).sum()
+
+    want = jax.value_and_grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)
+    for impl in ("jax", "chunked"):
+        got = jax.value_and_grad(loss(impl), argnums=(0, 1, 2))(q, k, v)
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+            np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
+
+
+def test_short_key_sequences_run_as_plain_xla_whatever_the_implementation():
+    """min_keys routes short attentions (temporal: 16 keys) to XLA: here cuDNN, which this CPU cannot run, is
+    asked for; 8 keys run (as XLA, equal to it), 32 keys reach cuDNN and fail."""
+    from emo_jax.models.attention import Attention
+
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 16)), jnp.float32)
+    fused = Attention(16, 2, impl="cudnn", min_keys=16)
+    params = fused.init(jax.random.PRNGKey(0), x)
+    plain = Attention(16, 2, impl="xla").apply(params, x)
+    np.testing.assert_array_equal(fused.apply(params, x), plain)
+    long_x = jnp.concatenate([x] * 4, axis=1)
+    try:
+        fused.apply(params, long_x)
+    except Exception as e:  # RuntimeError/ValueError, by jax version: no cuDNN here
+        assert "cudnn" in str(e).lower() or "cuDNN" in str(e)
+    else:
+        assert jax.devices()[0].platform == "gpu", "32 keys should have reached the cuDNN kernel"
