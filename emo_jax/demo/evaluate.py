@@ -13,8 +13,9 @@ from emo_jax.audio.features import audio_features
 from emo_jax.demo.metrics import continuity, identity_accuracy, mouth_opening, pearson
 from emo_jax.demo.synthetic import loudness_per_frame
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.sample.generate import detect_face, frame_reference, load_image, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference, restore_model
 from emo_jax.sample.sampler import Sampler
+from emo_jax.video.image import read_image
 from emo_jax.video.io import contact_sheet, write_video
 
 SHEET_COLUMNS = 12  # the reference crop, then 11 evenly spaced generated frames per row
@@ -46,7 +47,7 @@ class Generator:
 
     def reference(self, portrait_path: str) -> tuple[np.ndarray, np.ndarray]:
         """(reference crop [S, S, 3] as the model sees it, face mask) of a portrait file, as emo-generate makes them."""
-        image, c = load_image(portrait_path), self.config
+        image, c = read_image(portrait_path), self.config
         return frame_reference(image, detect_face(image, portrait_path), c.data.size, c.data.face_expand,
                                c.sample.mask_expand)
 

@@ -27,19 +27,6 @@ def parse_face_box(text: str) -> np.ndarray:
     return box
 
 
-def load_image(path: str) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of an image file."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not os.path.isfile(path):
-        raise ValueError(f"image {path!r} does not exist; pass the path of a portrait (png, jpg, ...)")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read {path!r} as an image ({e}); pass a png or jpg portrait") from e
-
-
 def detect_face(image_HW3: np.ndarray, path: str) -> np.ndarray:
     """The largest face box (x0, y0, x1, y1) the Haar cascade finds, in image pixels, found on the grey copy
     emo-prepare detects on."""
@@ -144,15 +131,28 @@ def random_model_params(config, seed: int = 0) -> dict:
     return nn.unbox(init_params(EMO(cfg), seed, example_inputs(cfg, 1, 1, config.model.latent_size)))
 
 
-def restore_model(checkpoint: str, config) -> dict:
-    """EMO parameters (EMA) from a training checkpoint whose model section matches `config`."""
+# How the UNet runs, not what it computes: a checkpoint trained with one setting generates with another.
+EXECUTION_FIELDS = ("attention_impl", "attention_chunk", "attention_min_keys", "remat", "remat_resnets", "dtype")
+
+
+def _model_section(config) -> dict:
+    """config.model as JSON (the checkpoint stores its config so, turning tuples into lists), without the
+    UNet's execution settings."""
     import json
 
+    model = json.loads(config.model.to_json_best_effort())
+    for name in EXECUTION_FIELDS:
+        model.get("unet", {}).pop(name, None)
+    return model
+
+
+def restore_model(checkpoint: str, config) -> dict:
+    """EMO parameters (EMA) from a training checkpoint whose model section matches `config` (bar execution
+    settings such as the attention implementation, remat and the compute dtype)."""
     from emo_jax.train.checkpoint import restore_params
 
     trained_config, params = restore_params(checkpoint, use_ema=True)
-    # Compared as JSON: the checkpoint stores its config as JSON, which turns tuples into lists.
-    trained, wanted = (json.loads(c.model.to_json_best_effort()) for c in (trained_config, config))
+    trained, wanted = _model_section(trained_config), _model_section(config)
     if trained != wanted:
         changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
         raise ConfigError(f"checkpoint {checkpoint!r} was trained with a different model section than --config "
@@ -174,6 +174,7 @@ def generate(args: argparse.Namespace, config) -> str:
     from emo_jax.audio.features import audio_feature_stream
     from emo_jax.models.vae_codec import VAECodec
     from emo_jax.sample.sampler import Sampler, check_video_model
+    from emo_jax.video.image import read_image
     from emo_jax.video.io import ContactSheet, VideoWriter
 
     if args.random_init == bool(args.checkpoint):
@@ -197,7 +198,7 @@ def generate(args: argparse.Namespace, config) -> str:
         raise ConfigError(f"--speed needs a model with speed layers; config variant {config.get('variant')!r} has "
                           "none (use a stage3 config)")
 
-    image = load_image(args.image)
+    image = read_image(args.image)
     box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image)
     reference, mask = frame_reference(image, box, config.data.size, config.data.face_expand, s.mask_expand)
     audio = open_audio(args.audio)

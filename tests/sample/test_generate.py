@@ -15,8 +15,9 @@ from emo_jax.cli.generate import main
 from emo_jax.cli.prepare import main as prepare_main
 from emo_jax.config import load_config
 from emo_jax.errors import ConfigError
-from emo_jax.sample.generate import detect_face, frame_reference, load_image, load_speed, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference, load_speed, restore_model
 from emo_jax.video import iter_frames
+from emo_jax.video.image import read_image
 from emo_jax.video.io import read_video, video_info
 from tests.data_pipeline.synthetic_videos import draw_face, tone_with_click, write_mp4
 from tests.helpers import perturb_zero_leaves
@@ -54,8 +55,8 @@ def inputs(tmp_path_factory):
 def test_cli_writes_exact_length_video_with_audio_reproducibly(inputs, capsys):
     folder, face, _, audio = inputs
     # The second run passes the box the first one detects: the same inputs by the other route, same seed.
-    box = ",".join(str(int(v)) for v in detect_face(load_image(face), face))
-    runs = {}
+    box = ",".join(str(int(v)) for v in detect_face(read_image(face), face))
+    runs, sheets = {}, {}
     for name, extra in [("detected", []), ("boxed", ["--face-box", box])]:
         out, sheet = str(folder / f"{name}.mp4"), str(folder / f"{name}.png")
         assert main(TINY + ["--random-init", "--image", face, "--audio", audio, "--out", out, "--seed", "3",
@@ -66,9 +67,13 @@ def test_cli_writes_exact_length_video_with_audio_reproducibly(inputs, capsys):
         assert (info.width, info.height) == (32, 32)
         assert abs(info.audio_duration - 11 / 25) < 1 / 25
         assert Image.open(sheet).size == (8 * 32, 2 * 32)  # 11 frames, 8 per row
+        sheets[name] = np.asarray(Image.open(sheet))
     assert "wrote" in capsys.readouterr().out
     assert runs["detected"].shape == (11, 32, 32, 3) and runs["detected"].std() > 1
-    np.testing.assert_array_equal(runs["detected"], runs["boxed"])  # same seed, same video, bit for bit
+    # Same seed, same frames bit for bit: the contact sheet holds all 11 as generated. The mp4s are compared
+    # loosely, since x264 itself does not always give the same bits for the same frames (about 1 run in 150).
+    np.testing.assert_array_equal(sheets["detected"], sheets["boxed"])
+    assert np.abs(runs["detected"].astype(int) - runs["boxed"]).mean() < 1.0
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +187,14 @@ def test_output_paths_are_checked_before_any_model_is_loaded(inputs, tmp_path, n
 
 def test_an_unwritable_output_folder_is_named_before_any_model_is_loaded(inputs, tmp_path, no_models, capsys):
     import os
+    import pathlib
 
-    if os.geteuid() == 0:
-        pytest.skip("root writes into a 0500 folder; the permission check cannot fail")
     _, face, _, audio = inputs
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
+    # A 0500 folder stops everyone but root; nobody, root included, creates files in /proc.
+    locked = pathlib.Path("/proc") if os.geteuid() == 0 else tmp_path / "locked"
+    if locked != pathlib.Path("/proc"):
+        locked.mkdir()
+        locked.chmod(0o500)
     try:
         for args in (["--out", str(locked / "x.mp4")],
                      ["--out", str(tmp_path / "x.mp4"), "--contact-sheet", str(locked / "new" / "s.png")]):
@@ -196,7 +202,8 @@ def test_an_unwritable_output_folder_is_named_before_any_model_is_loaded(inputs,
             err = capsys.readouterr().err
             assert "cannot write in" in err and str(locked) in err, err
     finally:
-        locked.chmod(0o700)
+        if locked != pathlib.Path("/proc"):
+            locked.chmod(0o700)
 
 
 def test_output_check_makes_nothing_for_a_folder_still_to_be_made(tmp_path):
@@ -267,6 +274,9 @@ def test_checkpoint_must_hold_the_configs_model(monkeypatch):
     # What the trainer's checkpoint gives back: the config through JSON, so its tuples are lists.
     stored = ml_collections.ConfigDict(json.loads(config.to_json_best_effort()))
     monkeypatch.setattr(checkpoint, "restore_params", lambda folder, step=None, use_ema=True: (stored, {"w": 1}))
+    assert restore_model("run", config) == {"w": 1}
+    config.model.unet.attention_impl, config.model.unet.remat = "chunked", True  # how it runs, not what
+    config.model.unet.attention_min_keys = 4
     assert restore_model("run", config) == {"w": 1}
     config.model.clip_frames = 8
     with pytest.raises(ConfigError, match="model.clip_frames differ"):
