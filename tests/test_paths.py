@@ -1,11 +1,13 @@
 """A folder where a file belongs (and the reverse) is named as such, at every place a user passes a path."""
 import pytest
 
+from emo_jax.audio.decode import load_audio, open_audio
 from emo_jax.config import load_config
-from emo_jax.errors import CheckpointError, ConfigError
+from emo_jax.errors import AudioError, CheckpointError, ConfigError, VideoError
 from emo_jax.interop.torch_io import find_weights_file, load_state_dict
 from emo_jax.paths import require_file, require_folder
 from emo_jax.train.checkpoint import restore_params
+from emo_jax.video.io import read_video, video_info
 
 
 def test_require_file_and_folder_name_what_the_path_is(tmp_path):
@@ -25,6 +27,10 @@ def test_require_file_and_folder_name_what_the_path_is(tmp_path):
     (lambda d, f: load_state_dict(d), CheckpointError, "checkpoint file .* is a folder"),
     (lambda d, f: find_weights_file(f), CheckpointError, "checkpoint folder .* is a file"),
     (lambda d, f: restore_params(f), CheckpointError, "checkpoint folder .* is a file"),
+    (lambda d, f: load_audio(d), AudioError, "audio file .* is a folder"),
+    (lambda d, f: open_audio(d), AudioError, "audio file .* is a folder"),
+    (lambda d, f: read_video(d), VideoError, "video file .* is a folder"),
+    (lambda d, f: video_info(d), VideoError, "video file .* is a folder"),
 ])
 def test_commands_name_a_folder_given_for_a_file_and_the_reverse(tmp_path, call, error, words):
     a_file = tmp_path / "weights.safetensors"

@@ -10,11 +10,11 @@ import av
 import numpy as np
 
 from emo_jax.errors import AudioError
+from emo_jax.paths import require_file
 
 
 def _open(path: str) -> av.container.InputContainer:
-    if not os.path.isfile(path):
-        raise AudioError(f"audio file {path!r} does not exist; pass the path of an audio or video file")
+    require_file(path, "audio file", "pass the path of an audio or video file", AudioError)
     if os.path.getsize(path) == 0:
         raise AudioError(f"audio file {path!r} is empty (0 bytes); pass a file that holds sound")
     try:

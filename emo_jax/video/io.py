@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from emo_jax.errors import VideoError
+from emo_jax.paths import require_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,8 +183,7 @@ def write_video(
 
 
 def _open(path: str) -> av.container.InputContainer:
-    if not os.path.isfile(path):
-        raise VideoError(f"video file {path!r} does not exist")
+    require_file(path, "video file", "pass the path of a video file", VideoError)
     try:
         return av.open(path)
     except av.FFmpegError as e:
