@@ -3,6 +3,8 @@
 Each is a ValueError whose message names the input and what to do about it. By the project's convention a
 ValueError raised by the package's own code is a user error (internal invariants use assert), so the commands
 report these, and those plain ValueErrors, as one line instead of a traceback (emo_jax/cli/runner.py).
+RunError is the other kind the commands report on one line: not a wrong input but a run that cannot go on for a
+reason it checks for and names (exit status 1).
 """
 
 
@@ -28,3 +30,7 @@ class SchemaError(ValueError):
 
 class UsageError(ValueError):
     """A command-line argument is missing, unknown, or has a value the command cannot use."""
+
+
+class RunError(RuntimeError):
+    """A run stopped for a reason it checks for and names: training diverged, a toolchain is missing."""

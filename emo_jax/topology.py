@@ -5,6 +5,8 @@ import dataclasses
 import math
 import re
 
+from emo_jax.errors import RunError
+
 GiB = 1 << 30
 
 
@@ -78,6 +80,6 @@ def topology_devices(name: str):
     try:
         desc = topologies.get_topology_desc(platform="tpu", topology_name=jax_name)
     except Exception as e:  # jax raises RuntimeError or ValueError depending on what is missing
-        raise RuntimeError(f"cannot describe TPU topology {jax_name} ({name}): {e}; ahead-of-time TPU compiles need "
+        raise RunError(f"cannot describe TPU topology {jax_name} ({name}): {e}; ahead-of-time TPU compiles need "
                            "libtpu (pip install -e '.[tpu]')") from e
     return chip, list(desc.devices)

@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from emo_jax.errors import ConfigError, UsageError
+from emo_jax.errors import ConfigError, RunError, UsageError
 
 # Where this project's code lives; a ValueError raised from a file outside these is not ours.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -91,6 +91,9 @@ def run(parser: ArgumentParser, body: Callable[..., int | None], argv: Sequence[
         from emo_jax.config import load_with_overrides
 
         return body(args, load_with_overrides(spec, overrides)) or 0
+    except RunError as e:
+        print(error_line(parser.prog, e), file=sys.stderr)
+        return 1
     except (ValueError, OSError) as e:
         if not is_user_error(e):
             raise

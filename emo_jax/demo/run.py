@@ -26,6 +26,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from emo_jax.errors import RunError
+
 # Demo targets (issue #10): what the default run should reach; --quick is a smoke test and is not held to them.
 TARGETS = {"identity_accuracy": 0.9, "lip_sync": 0.5, "control_abs_max": 0.2}
 
@@ -78,7 +80,7 @@ def read_records(prepared: str) -> list:
 
 def _check_prepared(manifest: dict, expected: int) -> None:
     if manifest["segments"] < expected:
-        raise RuntimeError(f"emo-prepare kept {manifest['segments']} segments of {expected} demo videos "
+        raise RunError(f"emo-prepare kept {manifest['segments']} segments of {expected} demo videos "
                            f"(skipped: {manifest['skipped']}); the demo's drawings should always be found")
 
 

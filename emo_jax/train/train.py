@@ -22,7 +22,7 @@ from data_pipeline.loader import LoaderConfig, make_dataset, read_manifest, shar
 from data_pipeline.schema import READABLE_VERSIONS
 from emo_jax import encoders
 from emo_jax.batch import batch_spec, check_batch
-from emo_jax.errors import ConfigError
+from emo_jax.errors import ConfigError, RunError
 from emo_jax.params import group_of, module_of
 from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.train.checkpoint import Checkpointer, restore_params
@@ -33,7 +33,7 @@ from emo_jax.train.step import Encoders, make_train_step
 log = logging.getLogger("emo_jax.train")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(RunError):
     """train.max_bad_steps steps in a row had a non-finite loss or gradient."""
 
 

@@ -67,3 +67,18 @@ def test_config_is_loaded_with_overrides_and_required_unless_help(capsys):
     assert "pass --config FILE[:VARIANT]" in capsys.readouterr().err
     assert run(ArgumentParser(prog="emo-x"), lambda args, config: None, ["--help"], config=True) == 0
     assert "--config FILE[:VARIANT]" in capsys.readouterr().out
+
+
+def test_a_run_that_stops_for_a_named_reason_is_one_line_and_exit_1(capsys):
+    from emo_jax.errors import RunError
+    from emo_jax.train.train import NonFiniteLossError
+
+    def diverged(args):
+        raise NonFiniteLossError("the loss was not finite for 3 steps in a row, steps 4-6; stopped at step 6")
+
+    assert issubclass(NonFiniteLossError, RunError)
+    assert run(ArgumentParser(prog="emo-train"), diverged, []) == 1
+    assert capsys.readouterr().err == ("emo-train: error: the loss was not finite for 3 steps in a row, steps 4-6; "
+                                       "stopped at step 6\n")
+    with pytest.raises(RuntimeError, match="a bug"):  # other runtime errors are still bugs, with their traceback
+        run(ArgumentParser(prog="emo-x"), lambda args: (_ for _ in ()).throw(RuntimeError("a bug")), [])
