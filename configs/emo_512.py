@@ -72,6 +72,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     s.radii = (0.25, 0.25, 0.25, 0.5, 0.5, 0.5, 1.0, 1.5, 1.5)
     s.context = 2  # same m as the audio
     s.tokens = 4  # our choice: a few tokens give the speed attention something to select from
+    # The unit of the centres and radii, and of emo-generate's --speed. emo-train's stage 3 stops when the prepared
+    # data's speed labels are in another unit: emo-prepare's estimators today give image-motion proxies in face
+    # widths per second (data_pipeline/speed.py), not head rotation (issue 18). To train on a proxy anyway, set
+    # this to its unit ("face_widths_per_second") and choose centres and radii on its scale.
+    s.unit = "degrees_per_frame"
     s.hidden = 512
 
     c.vae = None if variant == "sd" else _sd_vae()

@@ -29,6 +29,7 @@ class SpeedEstimator(Protocol):
     """Maps grey frames and per-frame face boxes (finite, in those frames' pixels) to speed [T]."""
 
     name: str
+    unit: str  # what the speeds measure, compared with the model's model.speed.unit before stage 3 trains
 
     def __call__(self, gray_frames: Sequence[np.ndarray], boxes_T4: np.ndarray, fps: float) -> np.ndarray: ...
 
@@ -43,6 +44,7 @@ class FlowSpeed:
     """Optical-flow speed proxy (see module docstring)."""
 
     name = "flow"
+    unit = "face_widths_per_second"
 
     def __call__(self, gray_frames: Sequence[np.ndarray], boxes_T4: np.ndarray, fps: float) -> np.ndarray:
         speed = np.zeros(len(gray_frames), np.float64)
@@ -66,6 +68,7 @@ class BoxSpeed:
     """Face-box motion speed proxy (see module docstring)."""
 
     name = "box"
+    unit = "face_widths_per_second"
 
     def __call__(self, gray_frames: Sequence[np.ndarray], boxes_T4: np.ndarray, fps: float) -> np.ndarray:
         centre = (boxes_T4[:, :2] + boxes_T4[:, 2:]) / 2

@@ -20,8 +20,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output .mp4 path")
     p.add_argument("--seed", type=int, help="noise seed (default config.seed); same seed, same video")
     p.add_argument("--face-box", help="face region x0,y0,x1,y1 in pixels of --image (default: detected)")
-    p.add_argument("--speed", help=f"head speed in degrees/frame: a number, or a .npy/.txt file with one value per "
-                                   f"output frame (speed models only; default {DEFAULT_SPEED})")
+    p.add_argument("--speed", help=f"head speed in the model's unit (model.speed.unit, degrees per frame in "
+                                   f"configs/emo_512.py): a number, or a .npy/.txt file with one value per output "
+                                   f"frame (speed models only; default {DEFAULT_SPEED})")
     p.add_argument("--steps", type=int, help="DDIM steps (default config.sample.steps)")
     p.add_argument("--ref-scale", type=float, help="reference guidance scale (default config.sample.ref_scale)")
     p.add_argument("--audio-scale", type=float, help="audio guidance scale (default config.sample.audio_scale)")

@@ -40,6 +40,7 @@ class SpeedConfig:
     context: int = 2
     tokens: int = 4
     hidden: int = 512
+    unit: str = "degrees_per_frame"  # of the centres and radii, and of the speeds the model is given
 
 
 @dataclasses.dataclass(frozen=True)

@@ -141,6 +141,8 @@ def _model_section(config) -> dict:
     import json
 
     model = json.loads(config.model.to_json_best_effort())
+    if "speed" in model:  # checkpoints from before the unit was a setting used the one unit there was
+        model["speed"].setdefault("unit", "degrees_per_frame")
     for name in EXECUTION_FIELDS:
         model.get("unet", {}).pop(name, None)
     return model

@@ -20,6 +20,7 @@ from flax import traverse_util
 
 from data_pipeline.loader import LoaderConfig, make_dataset, read_manifest, shard_paths, shard_records
 from data_pipeline.schema import READABLE_VERSIONS
+from data_pipeline.speed import ESTIMATORS
 from emo_jax import encoders
 from emo_jax.batch import batch_spec, check_batch
 from emo_jax.errors import ConfigError, RunError
@@ -123,6 +124,13 @@ def check_prepared_settings(config: ml_collections.ConfigDict, manifest: dict) -
             if not _same_model_folder(prepared[name], folder):
                 differ.append(f"{name} features were made by {prepared[name]!r}, another model than config {key} "
                               f"{path!r} (their config.json differ)")
+    if config.train.stage == 3 and prepared.get("speed_estimator") in ESTIMATORS:
+        unit = ESTIMATORS[prepared["speed_estimator"]].unit
+        if unit != config.model.speed.unit:
+            differ.append(f"speed labels from the {prepared['speed_estimator']!r} estimator are in {unit} but the "
+                          f"model's speed buckets (model.speed.unit) are in {config.model.speed.unit}; stage 3 would "
+                          f"learn buckets on the wrong scale (to train on this proxy, set model.speed.unit {unit} "
+                          "and choose model.speed.centres and radii on its scale)")
     if differ:
         raise ConfigError(f"{config.data.path!r} was prepared for other settings than this config: "
                           f"{'; '.join(differ)}. Prepare the data with this config (emo-prepare --config ...) or "

@@ -93,8 +93,18 @@ def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
 
 
+def test_stage3_speed_labels_must_be_in_the_models_unit(prepared):
+    config = make_config("stage3", prepared)
+    with pytest.raises(ConfigError, match=r"speed labels from the 'flow' estimator are in face_widths_per_second but "
+                                          r"the model's speed buckets \(model.speed.unit\) are in degrees_per_frame"):
+        training_dataset(config)
+    config.model.speed.unit = "face_widths_per_second"  # training on the proxy, knowingly
+    training_dataset(config)
+
+
 def test_stage3_changes_only_temporal_and_speed_layers(prepared, compile_cache, tmp_path):
     config = make_config("stage3", prepared, steps=2)
+    config.model.speed.unit = "face_widths_per_second"  # the prepared labels are emo-prepare's flow proxy
     factory = StateFactory(config, make_mesh(config.mesh.shape))
     before = _flat(factory.host_params(factory.create(config.seed)))
     train(config, str(tmp_path), random_init_encoders=True)
