@@ -7,7 +7,7 @@ FID (Heusel et al. 2017) as pytorch-fid computes it: each set of images is summa
 
 The statistics are accumulated batch by batch (FeatureStats), so no feature array of a whole data set is held, and
 can be saved to .npz and compared later against statistics of the same feature. The features for FID come from
-emo_jax/eval/inception.py. Not built yet: FVD (its I3D network) and an emo-eval command.
+emo_jax/eval/inception.py, those for FVD from emo_jax/eval/i3d.py.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ padding out of the count (FIDInceptionA, FIDInceptionC, FIDInceptionE_1), and Mi
 
 Preprocessing is pytorch-fid's: images in [0, 1] are resized to 299x299 bilinearly with half-pixel centres and no
 antialiasing (F.interpolate(align_corners=False)), then scaled to [-1, 1]. The features go into FeatureStats
-(emo_jax/eval/frechet.py). Not built yet: FVD (its I3D network) and an emo-eval command.
+(emo_jax/eval/frechet.py); emo-eval's per-frame FID is emo_jax/eval/fid.py.
 """
 from __future__ import annotations
 
