@@ -44,6 +44,7 @@ setup(
             "emo-export=emo_jax.cli.export:main",
             "emo-demo=emo_jax.cli.demo:main",
             "emo-compile=emo_jax.cli.compile:main",
+            "emo-eval=emo_jax.cli.eval:main",
         ],
     },
 )

@@ -28,6 +28,8 @@ def bad_arguments(tmp: pathlib.Path) -> dict[str, tuple[list[str], str]]:
                           str(tmp / "missing.wav"), "--out", str(tmp / "x.mp4")], "missing.png' does not exist"),
         "emo-export": (["--checkpoint", str(tmp / "no_run"), "--out", str(tmp / "export")],
                        "no_run' does not exist"),
+        "emo-eval": (["--generated", str(tmp / "no_videos"), "--reference", str(tmp), "--out", str(tmp / "eval.json")],
+                     "no_videos' does not exist"),
         "emo-demo": (["--out", str(full)], "is not empty"),
         "emo-compile": (["--config", TINY, "--topology", "v9-8"], "unknown TPU generation 'v9'"),
     }
