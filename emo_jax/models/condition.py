@@ -25,13 +25,25 @@ class ReferenceFeatures:
 
 
 @flax.struct.dataclass
+class ClipInputs:
+    """The backbone's per-frame conditioning that depends on neither the timestep nor the guidance pass, computed
+    once per clip (EMO.clip_inputs) instead of at every denoising step: audio tokens [N, K, D], speed tokens
+    [N, K, D] and the face locator's conv_in residual [N, H, W, C], N = B * num_frames rows."""
+
+    audio: Optional[Array] = None
+    speed: Optional[Array] = None
+    face_residual: Optional[Array] = None
+
+
+@flax.struct.dataclass
 class Condition:
     """What a clip of B videos x F frames is denoised under (EMO.denoise); absent conditions are None.
 
     ref_tokens: ReferenceFeatures.tokens of the reference [B, L, C]; motion: motion-module features of the motion
     frames [B * n, H, W, C] (EMO.motion_features); audio: per-frame wav2vec2 features [B, F, 2m+1, L, D];
     face_mask: [B, H, W, 1]; speed: head speed per frame [B, F]; ref_keep / audio_keep: [B] bool, False where
-    classifier-free guidance drops that condition.
+    classifier-free guidance drops that condition. clip_inputs: the per-clip work on audio, speed and face mask
+    done already (the sampler's clips); None: EMO.denoise does it.
     """
 
     ref_tokens: dict[str, Array]
@@ -41,6 +53,7 @@ class Condition:
     speed: Optional[Array] = None
     ref_keep: Optional[Array] = None
     audio_keep: Optional[Array] = None
+    clip_inputs: Optional[ClipInputs] = None
 
 
 @flax.struct.dataclass

@@ -6,7 +6,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from emo_jax.models.condition import Condition, ReferenceFeatures, UNetCondition
+from emo_jax.models.condition import ClipInputs, Condition, ReferenceFeatures, UNetCondition
 from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
@@ -109,34 +109,44 @@ class EMO(nn.Module):
             feats = {k: f * keep.astype(f.dtype) for k, f in feats.items()}
         return feats
 
-    def denoise(self, x_BFHWC, t_B, cond: Condition):
-        """Noise (or v) prediction for a clip [B, F, h, w, 4] under `cond` (ReferenceNet features precomputed)."""
+    def clip_inputs(self, cond: Condition, batch: int, frames: int) -> ClipInputs:
+        """Audio tokens, speed tokens and the face-locator residual per frame: everything of a clip's conditioning
+        that does not change between denoising steps or guidance passes."""
         cfg, u = self.cfg, self.cfg.unet
-        b, f = x_BFHWC.shape[:2]
-        per_frame = lambda a: None if a is None else jnp.repeat(a, f, axis=0)  # noqa: E731
-        unet_cond = UNetCondition(ref_tokens={k: per_frame(r) for k, r in cond.ref_tokens.items()},
-                                  ref_keep=per_frame(cond.ref_keep), motion=cond.motion, num_frames=f)
+        out = ClipInputs()
         if u.audio_attention:
             if cond.audio is None:
                 raise ValueError("this model has audio-attention; pass per-frame audio features [B, F, 2m+1, L, D]")
-            expected = (b, f, 2 * cfg.audio.context + 1, cfg.audio.layers, cfg.audio.feature_dim)
+            expected = (batch, frames, 2 * cfg.audio.context + 1, cfg.audio.layers, cfg.audio.feature_dim)
             if tuple(cond.audio.shape) != expected:
                 raise ValueError(f"audio features have shape {tuple(cond.audio.shape)}, expected {expected} "
                                  "(batch, frames of the clip, context window, wav2vec layers, feature size)")
-            unet_cond = unet_cond.replace(audio=self.audio_proj(cond.audio.reshape((b * f,) + cond.audio.shape[2:])),
-                                          audio_keep=per_frame(cond.audio_keep))
+            out = out.replace(audio=self.audio_proj(cond.audio.reshape((batch * frames,) + cond.audio.shape[2:])))
         if u.speed_attention:
-            if cond.speed is None or cond.speed.shape != (b, f):
-                raise ValueError(f"this model has speed layers; pass per-frame head speeds of shape {(b, f)}")
-            unet_cond = unet_cond.replace(speed=self.speed_encoder(cond.speed))
-        residual = None
+            if cond.speed is None or cond.speed.shape != (batch, frames):
+                raise ValueError(f"this model has speed layers; pass per-frame head speeds of shape {(batch, frames)}")
+            out = out.replace(speed=self.speed_encoder(cond.speed))
         if cfg.face_locator.enabled:
             if cond.face_mask is None:
                 raise ValueError("this model has a face locator; pass the face mask [B, H, W, 1] at the latent size "
                                  "times 2^(len(face_locator.channels) - 1)")
-            residual = per_frame(self.face_locator(cond.face_mask))
+            out = out.replace(face_residual=jnp.repeat(self.face_locator(cond.face_mask), frames, axis=0))
+        return out
+
+    def denoise(self, x_BFHWC, t_B, cond: Condition):
+        """Noise (or v) prediction for a clip [B, F, h, w, 4] under `cond` (ReferenceNet features precomputed; the
+        clip's audio, speed and face-mask work too where cond.clip_inputs holds it)."""
+        b, f = x_BFHWC.shape[:2]
+        inputs = cond.clip_inputs if cond.clip_inputs is not None else self.clip_inputs(cond, b, f)
+        per_frame = lambda a: None if a is None else jnp.repeat(a, f, axis=0)  # noqa: E731
+        unet_cond = UNetCondition(ref_tokens={k: per_frame(r) for k, r in cond.ref_tokens.items()},
+                                  ref_keep=per_frame(cond.ref_keep), motion=cond.motion, num_frames=f,
+                                  audio=inputs.audio, speed=inputs.speed)
+        if inputs.audio is not None:
+            unet_cond = unet_cond.replace(audio_keep=per_frame(cond.audio_keep))
         t_N = jnp.repeat(jnp.asarray(t_B), f)
-        out = self.backbone(x_BFHWC.reshape((b * f,) + x_BFHWC.shape[2:]), t_N, unet_cond, conv_in_residual=residual)
+        out = self.backbone(x_BFHWC.reshape((b * f,) + x_BFHWC.shape[2:]), t_N, unet_cond,
+                            conv_in_residual=inputs.face_residual)
         return out.reshape(x_BFHWC.shape[:2] + out.shape[1:])
 
     def __call__(self, x_BFHWC, t_B, ref_latent_BHWC, motion_latents_BNHWC=None, audio_BFCLD=None,

@@ -3,7 +3,7 @@
 One compiled "chunk" program runs `clips_per_chunk` clips; the host calls it again and again, so the compiled
 program and the device memory it needs are the same for one second of audio and for an hour. Each clip:
   1. motion features: the ReferenceNet on the previous clip's last n latents (first clip: the model's
-     first_clip_motion), once per clip;
+     first_clip_motion), and the audio tokens, speed tokens and face-locator residual, once per clip;
   2. DDIM from fresh noise over (t, t_prev) pairs, each step one batched forward of the guidance passes
      (separate: uncond / reference-only / reference + audio = 3B; joint: uncond / full = 2B; none: full = B);
   3. its last n denoised latents become the next clip's motion frames.
@@ -123,10 +123,14 @@ def motion_for_clip(model: EMO, params: Any, ref: ReferenceFeatures, previous_1N
 def clip_condition(model: EMO, params: Any, ref: ReferenceFeatures, audio_FCLD: jax.Array,
                    speed_F: jax.Array | None, face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array,
                    is_first: jax.Array) -> Condition:
-    """Everything one clip's denoising steps condition on (its motion features computed here, once)."""
-    return Condition(ref_tokens=ref.tokens, motion=motion_for_clip(model, params, ref, previous_1NHWC, is_first),
+    """Everything one clip's denoising steps condition on, computed here once per clip: its motion features, and
+    the audio tokens, speed tokens and face-locator residual (EMO.clip_inputs), which change neither with the
+    timestep nor with the guidance pass."""
+    cond = Condition(ref_tokens=ref.tokens, motion=motion_for_clip(model, params, ref, previous_1NHWC, is_first),
                      audio=audio_FCLD[None], face_mask=face_mask_1HW1,
                      speed=None if speed_F is None else speed_F[None])
+    inputs = model.apply({"params": params}, cond, 1, audio_FCLD.shape[0], method=EMO.clip_inputs)
+    return cond.replace(clip_inputs=inputs)
 
 
 def guided_ddim_step(model: EMO, spec: SamplerSpec, schedule, params: Any, x_1FHWC: jax.Array, t: jax.Array,

@@ -156,6 +156,34 @@ def test_unit_scales_equal_one_conditional_pass_and_referencenet_runs_once_per_c
     assert rel_err(guided, conditional) < 1e-4
 
 
+def test_face_locator_and_audio_projection_run_once_per_clip_for_all_steps_and_passes(setup):
+    """They depend on neither the timestep nor the guidance pass, so the clip program computes them before its
+    denoising scan: once per clip, not steps x passes times (counted as executions, by host callbacks)."""
+    config, params, sampler, ref, audio, mask = setup
+    assert sampler.spec.guidance == "separate" and config.sample.steps > 1
+    calls = {"FaceLocator": 0, "AudioProjection": 0, "UNet": 0}
+
+    def count_calls(next_fun, args, kwargs, context):
+        name = type(context.module).__name__
+        if name in calls and context.method_name == "__call__":
+            jax.debug.callback(lambda: calls.__setitem__(name, calls[name] + 1))
+        return next_fun(*args, **kwargs)
+
+    chunk_program.cache_clear()  # trace afresh under the interceptor, and leave no counting program behind
+    try:
+        with nn.intercept_methods(count_calls):
+            counted, _ = _run(Sampler(config, params), ref, audio, mask, ref_scale=2.0, audio_scale=3.0)
+        jax.effects_barrier()
+    finally:
+        chunk_program.cache_clear()
+    clips = -(-FIVE_CLIPS // config.model.clip_frames)
+    padded_clips = -(-clips // sampler.spec.clips_per_chunk) * sampler.spec.clips_per_chunk
+    assert calls["FaceLocator"] == calls["AudioProjection"] == padded_clips
+    assert calls["UNet"] == padded_clips * (config.sample.steps + 1) - 1  # backbone per step; ReferenceNet per clip
+    plain, _ = _run(sampler, ref, audio, mask, ref_scale=2.0, audio_scale=3.0)
+    np.testing.assert_array_equal(counted, plain)
+
+
 def test_joint_guidance_needs_equal_scales(setup):
     config, params, sampler, ref, audio, mask = setup
     joint = Sampler(config, params, dataclasses.replace(sampler.spec, guidance="joint"))
@@ -202,6 +230,8 @@ def _stub_motion_features(ref_feats, motion_latents_1NHWC=None, motion_keep=None
 
 
 def _stub_emo(next_fun, args, kwargs, context):
+    if isinstance(context.module, EMO) and context.method_name == "clip_inputs":
+        return None  # the stub denoiser reads the audio itself
     if isinstance(context.module, EMO) and context.method_name == "denoise":
         return _stub_denoise(*args, **kwargs)
     if isinstance(context.module, EMO) and context.method_name == "motion_features":
