@@ -55,10 +55,25 @@ def error_line(prog: str, e: BaseException) -> str:
     return f"{prog}: error: {message}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is when a record is emitted, not as it was when logging was set up: a caller
+    that swaps sys.stderr (a test capturing output, a notebook) and closes the old one breaks no later log line."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def log_to_stderr() -> None:
     """INFO logging with times and logger names, for the commands that log their progress messages."""
     # force: grain's absl import has already put a handler on the root logger, which would swallow ours.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True,
+                        handlers=[_StderrHandler()])
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's dozens of INFO lines per checkpoint
 
 
 def run(parser: ArgumentParser, body: Callable[..., int | None], argv: Sequence[str] | None = None, *,

@@ -82,3 +82,22 @@ def test_a_run_that_stops_for_a_named_reason_is_one_line_and_exit_1(capsys):
                                        "stopped at step 6\n")
     with pytest.raises(RuntimeError, match="a bug"):  # other runtime errors are still bugs, with their traceback
         run(ArgumentParser(prog="emo-x"), lambda args: (_ for _ in ()).throw(RuntimeError("a bug")), [])
+
+
+def test_command_logging_follows_sys_stderr_when_it_is_swapped_and_closed(monkeypatch, capsys):
+    """A command's log lines go to sys.stderr as it is when they are written: an earlier command's stream, since
+    closed (pytest closes each test's capture), must not turn later log lines into '--- Logging error ---'."""
+    import io
+    import logging
+
+    from emo_jax.cli.runner import log_to_stderr
+
+    first = io.StringIO()
+    monkeypatch.setattr("sys.stderr", first)
+    log_to_stderr()
+    logging.getLogger("emo-x").info("one")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr("sys.stderr", second)
+    logging.getLogger("emo-x").info("two")
+    assert second.getvalue().endswith("emo-x: two\n") and "Logging error" not in second.getvalue()
