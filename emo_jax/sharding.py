@@ -39,8 +39,8 @@ def make_mesh(shape: dict, devices: Sequence[jax.Device] | None = None) -> Mesh:
     # A mesh axis that is a product of whole physical axes first; else one that splits a physical axis (8 data x
     # 2 fsdp x 2 tensor on a 2x4x4 v5p-64: each mesh axis still runs along the torus), else enumeration order.
     # mesh_utils refuses a layout in three ways, all caught here:
-    # - NotImplementedError: no assignment of mesh axes to physical axes exists (2 x 8 x 4 on an 8x8 v5e-64
-    #   without a split);
+    # - a RuntimeError (jax's not-implemented subclass of it): no assignment of mesh axes to physical axes exists
+    #   (2 x 8 x 4 on an 8x8 v5e-64 without a split);
     # - ValueError: the shape does not match the devices;
     # - AssertionError: the devices are not a contiguous block of the torus (every other chip of a slice), or
     #   not one device per chip.
@@ -48,7 +48,7 @@ def make_mesh(shape: dict, devices: Sequence[jax.Device] | None = None) -> Mesh:
     for split in (False, True):
         try:
             return Mesh(mesh_utils.create_device_mesh(sizes, devices=devices, allow_split_physical_axes=split), AXES)
-        except (ValueError, NotImplementedError, AssertionError) as e:
+        except (ValueError, RuntimeError, AssertionError) as e:
             # Both attempts' reasons go into the warning, each cut: an assertion's message lists every device.
             reasons.append(f"{'with' if split else 'without'} split axes, {type(e).__name__}: {str(e)[:200]}")
     # Still a correct mesh, only possibly a slower one: neighbours on a mesh axis may sit far apart on the
