@@ -64,7 +64,8 @@ class FeatureStats:
 
     Each batch's own mean and centred scatter matrix are merged into the running ones by Chan, Golub and LeVeque's
     pairwise update, in float64, so the result does not depend on how the features were split into batches (to
-    rounding) and never subtracts two large sums.
+    rounding) and never subtracts two large sums. `merge` combines two sets of statistics by the same update, so
+    processes or shards can each hold their own and merge them at the end.
     """
 
     def __init__(self, feature: str, dim: int):
@@ -79,20 +80,46 @@ class FeatureStats:
         x = np.asarray(features_ND, np.float64)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{self.feature} statistics take features [N, {self.dim}]; got shape {x.shape}")
-        n = x.shape[0]
-        if n == 0:
+        if x.shape[0] == 0:
             return
         batch_mean = x.mean(axis=0)
         centred = x - batch_mean
-        delta = batch_mean - self._mean
+        self._combine(x.shape[0], batch_mean, centred.T @ centred)
+
+    def merge(self, other: "FeatureStats") -> None:
+        """Adds another set of statistics of the same feature, in place, as if its features had been added here
+        (the statistics of several processes or shards combined)."""
+        if other.feature != self.feature or other.dim != self.dim:
+            raise ValueError(f"cannot merge statistics of {other.feature!r} [{other.dim}] into {self.feature!r} "
+                             f"[{self.dim}]; merge statistics of the same network's features")
+        if other.count > 0:
+            self._combine(other.count, other._mean, other._scatter)
+
+    def _combine(self, n: int, mean: np.ndarray, scatter: np.ndarray) -> None:
+        """Chan et al.'s pairwise update with a group of n features of this mean and centred scatter matrix."""
+        delta = mean - self._mean
         total = self.count + n
-        self._scatter += centred.T @ centred + np.outer(delta, delta) * (self.count * n / total)
+        self._scatter += scatter + np.outer(delta, delta) * (self.count * n / total)
         self._mean += delta * (n / total)
         self.count = total
+
+    @classmethod
+    def from_moments(cls, feature: str, count: int, mean: np.ndarray, scatter: np.ndarray) -> "FeatureStats":
+        """Statistics of `count` features with this mean [D] and centred scatter matrix [D, D]."""
+        mean, scatter = np.asarray(mean, np.float64), np.asarray(scatter, np.float64)
+        assert mean.ndim == 1 and scatter.shape == (len(mean), len(mean)), (mean.shape, scatter.shape)
+        stats = cls(feature, len(mean))
+        stats.count, stats._mean, stats._scatter = int(count), mean.copy(), scatter.copy()
+        return stats
 
     @property
     def mean(self) -> np.ndarray:
         return self._mean.copy()
+
+    @property
+    def scatter(self) -> np.ndarray:
+        """The sum over the features of (x - mean)(x - mean)^T."""
+        return self._scatter.copy()
 
     @property
     def cov(self) -> np.ndarray:
@@ -127,11 +154,7 @@ class FeatureStats:
         if saved["mean"].shape != (dim,) or saved["scatter"].shape != (dim, dim):
             raise ValueError(f"{path!r} holds {feature} statistics with a mean of shape {saved['mean'].shape}, not "
                              f"({dim},); compute the statistics again with the same network")
-        stats = cls(feature, dim)
-        stats.count = int(saved["count"])
-        stats._mean = saved["mean"].astype(np.float64)
-        stats._scatter = saved["scatter"].astype(np.float64)
-        return stats
+        return cls.from_moments(feature, int(saved["count"]), saved["mean"], saved["scatter"])
 
 
 def frechet_distance_between(a: FeatureStats, b: FeatureStats) -> float:

@@ -73,6 +73,41 @@ def test_streaming_over_uneven_batches_equals_one_shot():
     np.testing.assert_allclose(stats.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10 * np.abs(stats.cov).max())
 
 
+def test_merging_statistics_equals_statistics_of_the_union():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(700, D)) @ rng.normal(size=(D, D)) + 100.0
+    a, b, union = FeatureStats("test", D), FeatureStats("test", D), FeatureStats("test", D)
+    a.add(x[:200]), a.add(x[200:230])
+    b.add(x[230:])
+    union.add(x)
+    a.merge(b)
+    assert a.count == 700 and b.count == 470  # b is left as it was
+    np.testing.assert_allclose(a.mean, union.mean, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(a.scatter, union.scatter, rtol=1e-12, atol=1e-12 * np.abs(union.scatter).max())
+    np.testing.assert_allclose(a.cov, np.cov(x, rowvar=False), rtol=1e-10, atol=1e-10 * np.abs(a.cov).max())
+
+
+def test_merging_empty_statistics_is_the_identity():
+    rng = np.random.default_rng(8)
+    stats = FeatureStats("test", D)
+    stats.add(rng.normal(size=(30, D)) + 5.0)
+    into_empty = FeatureStats("test", D)
+    into_empty.merge(stats)
+    stats_before = (stats.count, stats.mean, stats.scatter)
+    stats.merge(FeatureStats("test", D))
+    for merged in (stats, into_empty):
+        assert merged.count == stats_before[0]
+        np.testing.assert_array_equal(merged.mean, stats_before[1])
+        np.testing.assert_array_equal(merged.scatter, stats_before[2])
+
+
+def test_merging_other_features_is_a_value_error():
+    with pytest.raises(ValueError, match=r"'i3d' \[64\] into 'test' \[64\]"):
+        FeatureStats("test", D).merge(FeatureStats("i3d", D))
+    with pytest.raises(ValueError, match=r"'test' \[32\] into 'test' \[64\]"):
+        FeatureStats("test", D).merge(FeatureStats("test", 32))
+
+
 def test_covariance_needs_two_features_and_batches_their_width():
     stats = FeatureStats("test", D)
     stats.add(np.zeros((1, D)))
