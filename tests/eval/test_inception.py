@@ -16,7 +16,7 @@ def networks(tmp_path_factory):
     reference = randomize(FIDInceptionV3(), seed=0)
     path = tmp_path_factory.mktemp("fid") / "pt_inception-random.pth"
     torch.save(reference.state_dict(), path)
-    module, params = load_fid_inception(str(path))
+    module, params = load_fid_inception(str(path), sha256_prefix=None)
     return reference, jax.jit(lambda images: module.apply({"params": params}, images))
 
 
