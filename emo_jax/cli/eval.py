@@ -2,7 +2,8 @@
 
 Built: FID (per-frame, pytorch-fid's Inception) and FVD (16-frame clips, Kinetics-400 I3D), each computed when its
 weights file is in --weights and reported as not computed, with the file and how to fetch it, when it is not.
-SyncNet, F-SIM and E-FID (the face and lip metrics) are not built and are reported as such.
+SyncNet, F-SIM and E-FID (the face and lip metrics) are not built and are reported as such. Several processes
+(hosts) split the pairs between them and merge their statistics exactly, so the numbers are those of one process.
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ import sys
 from typing import Any
 
 import jax
+from tqdm import tqdm
 
 from emo_jax.cli.runner import ArgumentParser, log_to_stderr, run
 from emo_jax.errors import UsageError
 from emo_jax.eval import fid, fvd, weights
+from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
 from emo_jax.eval.i3d import FRAMES
 from emo_jax.paths import require_folder
@@ -46,6 +49,10 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--fid-batch", type=int, default=32, help="frames per Inception batch (all devices)")
     parser.add_argument("--fvd-batch", type=int, default=8, help="clips per I3D batch (all devices)")
     parser.add_argument("--devices", type=int, default=None, help="use the first N local devices (default all)")
+    parser.add_argument("--coordinator", default=None, metavar="ADDR",
+                        help="host:port of process 0, for a run over several processes (with the next two flags)")
+    parser.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in the run")
+    parser.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 to N-1")
     return parser
 
 
@@ -72,6 +79,11 @@ def _check_args(args: argparse.Namespace) -> None:
     for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError(f"--num-processes must be at least 1, got {args.num_processes}")
+    if None not in (args.num_processes, args.process_id) and not 0 <= args.process_id < args.num_processes:
+        raise UsageError(f"--process-id {args.process_id} is not one of the {args.num_processes} processes: pass 0 "
+                         f"to {args.num_processes - 1}")
 
 
 def _devices(args: argparse.Namespace) -> list[jax.Device]:
@@ -90,9 +102,14 @@ class _Metric:
         self.feeders = {side: StatsFeeder(extractor, self.stats[side]) for side in self.stats}
         self.videos = {side: 0 for side in self.stats}
 
-    def value(self) -> tuple[float | None, str | None]:
-        for feeder in self.feeders.values():
+    def merge_processes(self) -> None:
+        """Adds the pending items, then takes each side's statistics and video count over all processes."""
+        for side, feeder in self.feeders.items():
             feeder.flush()
+            self.stats[side] = allgather_stats(self.stats[side])
+        self.videos = _summed(allgather_json(self.videos))
+
+    def value(self) -> tuple[float | None, str | None]:
         short = [f"{side} {s.count}" for side, s in self.stats.items() if s.count < 2]
         if short:
             return None, f"not computed: a covariance needs at least 2 features per side, got {', '.join(short)}"
@@ -122,6 +139,25 @@ def _load(args: argparse.Namespace, devices: list[jax.Device]) -> tuple[dict[str
         missing["FVD"] = (f"not computed: {weights.I3D_FILE} missing in {args.weights}; fetch it with "
                           f"`{weights.i3d_fetch_command(args.weights)}`")
     return metrics, missing
+
+
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    return {key: sum(c[key] for c in counts) for key in counts[0]}
+
+
+def _check_same_inputs(names: list[str], metrics: dict[str, _Metric]) -> None:
+    """Every process must pair the same videos and load the same metrics, or the split and the merge go wrong."""
+    seen = allgather_json({"names": names, "metrics": sorted(metrics)})
+    for process, other in enumerate(seen):
+        if other["names"] != names:
+            differ = sorted(set(other["names"]) ^ set(names))
+            raise UsageError(f"process {process} pairs {len(other['names'])} videos, process "
+                             f"{jax.process_index()} {len(names)} ({len(differ)} names differ, e.g. {differ[:3]}): "
+                             "give every process the same --generated and --reference folders")
+        if other["metrics"] != sorted(metrics):
+            raise UsageError(f"process {process} computes {other['metrics'] or 'no metric'}, process "
+                             f"{jax.process_index()} {sorted(metrics) or 'no metric'}: put the same weights files in "
+                             "--weights on every host")
 
 
 def _feed(path: str, side: str, metrics: dict[str, _Metric], args: argparse.Namespace) -> tuple[int, str | None]:
@@ -179,8 +215,39 @@ def _write_json(path: str, report: dict) -> None:
     os.replace(tmp, path)
 
 
+def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: dict[str, _Metric],
+                args: argparse.Namespace) -> dict[str, Any]:
+    """Feeds this process's share of the pairs (every process_count-th, from its index); its frames read and its
+    FVD skips, each with its pair's index."""
+    pairs = list(enumerate(names))[jax.process_index()::jax.process_count()]
+    frames = {"generated": 0, "reference": 0}
+    skipped = []
+    show_bar = jax.process_index() == 0 and sys.stderr.isatty()
+    for index, name in tqdm(pairs, desc="pairs", unit="pair", file=sys.stderr, disable=not show_bar):
+        if not show_bar:
+            log.info("pair %d/%d: %s", index + 1, len(names), name)
+        for side, path in (("generated", videos["generated"][name]), ("reference", videos["reference"][name])):
+            count, too_short = _feed(path, side, metrics, args)
+            frames[side] += count
+            if too_short and "FVD" in metrics:
+                skipped.append([index, {"video": path, "side": side, "reason": too_short}])
+    return {"frames": frames, "skipped": skipped}
+
+
+def _merge_counts(local: dict[str, Any]) -> tuple[dict[str, int], list[dict[str, str]], int]:
+    """Frames read, FVD skips (in pair order) and devices, summed over the processes."""
+    parts = allgather_json(local)
+    skipped = sorted((s for part in parts for s in part["skipped"]), key=lambda s: s[0])  # stable: sides in order
+    return _summed([p["frames"] for p in parts]), [s[1] for s in skipped], sum(p["devices"] for p in parts)
+
+
 def _run(args: argparse.Namespace) -> None:
     _check_args(args)
+    # Imported here: the trainer module pulls in grain and the data pipeline, which the rest of emo-eval never uses.
+    from emo_jax.train.train import init_distributed
+
+    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    first = jax.process_index() == 0
     generated, reference = _videos(args.generated, "generated"), _videos(args.reference, "reference")
     names = sorted(generated.keys() & reference.keys())
     generated_only = sorted(generated.keys() - reference.keys())
@@ -189,21 +256,20 @@ def _run(args: argparse.Namespace) -> None:
         raise UsageError(f"no video name is in both {args.generated!r} and {args.reference!r} (generated: "
                          f"{len(generated)}, reference: {len(reference)}); name each generated video as its reference")
     for label, unpaired in (("generated", generated_only), ("reference", reference_only)):
-        if unpaired:
+        if unpaired and first:
             print(f"emo-eval: {len(unpaired)} {label} videos without a pair, left out: {', '.join(unpaired)}",
                   file=sys.stderr)
     devices = _devices(args)
     metrics, missing = _load(args, devices)
-    frames = {"generated": 0, "reference": 0}
-    skipped = []
+    _check_same_inputs(names, metrics)
+    local = {"frames": {"generated": 0, "reference": 0}, "skipped": []}
     if metrics:
-        for i, name in enumerate(names):
-            log.info("pair %d/%d: %s", i + 1, len(names), name)
-            for side, path in (("generated", generated[name]), ("reference", reference[name])):
-                count, too_short = _feed(path, side, metrics, args)
-                frames[side] += count
-                if too_short and "FVD" in metrics:
-                    skipped.append({"video": path, "side": side, "reason": too_short})
+        local = _feed_pairs(names, {"generated": generated, "reference": reference}, metrics, args)
+    for metric in metrics.values():
+        metric.merge_processes()
+    frames, skipped, device_count = _merge_counts(dict(local, devices=len(devices)))
+    if not first:
+        return
     results: dict[str, Any] = {}
     values: dict[str, float | None] = {}
     for name in COLUMNS:
@@ -227,7 +293,8 @@ def _run(args: argparse.Namespace) -> None:
               "videos": {"pairs": len(names), "frames_read": frames,
                          "unpaired": {"generated_only": generated_only, "reference_only": reference_only,
                                       "count": len(generated_only) + len(reference_only)}},
-              "devices": len(devices), "preprocessing": _preprocessing(args), "metrics": results}
+              "processes": jax.process_count(), "devices": device_count, "preprocessing": _preprocessing(args),
+              "metrics": results}
     _write_json(args.out, report)
     for skip in skipped:
         print(f"emo-eval: FVD skipped {skip['video']}: {skip['reason']}", file=sys.stderr)

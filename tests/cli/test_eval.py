@@ -1,17 +1,22 @@
 """emo-eval end to end on tiny videos with random weights files written in the real files' layouts: both metrics
 with their counts, the pairing, the 10-frame video FVD skips, a missing weights file named with its fetch command,
-a FID file of another digest, and folders without videos or pairs as one-line errors."""
+a FID file of another digest, and folders without videos or pairs as one-line errors. Then, on a cheap feature
+function: two real processes give one process's JSON, the progress bar, and the process flags."""
+import io
 import json
 import pickle
+import sys
 
 import numpy as np
 import pytest
 
 from emo_jax.cli import eval as emo_eval
+from emo_jax.errors import UsageError
 from emo_jax.eval import weights
 from emo_jax.video.io import write_video
 
 torch = pytest.importorskip("torch")
+from tests.eval.multiprocess import run_processes, tiny_load  # noqa: E402
 from tests.eval.torch_i3d import i3d_jax_variables, random_i3d  # noqa: E402
 from tests.eval.torch_inception import FIDInceptionV3, randomize  # noqa: E402
 
@@ -126,3 +131,81 @@ def test_folders_without_videos_or_pairs_are_one_error_line(tmp_path, capsys, ca
     assert len(err) == 1 and err[0].startswith("emo-eval: error: ")
     assert expected.format(g=generated) in err[0]
     assert not (tmp_path / "eval.json").exists()
+
+
+def table_rows(stdout):
+    return [line for line in stdout.splitlines() if line.startswith("|")]
+
+
+def test_two_processes_write_the_json_of_one(tmp_path, monkeypatch, capsys):
+    """Pairs split over two real processes (a and c on process 0, b and d on process 1), their statistics and counts
+    merged: the numbers of one process, written and printed by process 0 alone. Both metrics run on a cheap feature
+    function (tests/eval/multiprocess.py), as two full-size networks in two processes would take minutes."""
+    generated, reference = tmp_path / "generated", tmp_path / "reference"
+    generated.mkdir(), reference.mkdir()
+    for seed, (name, frames) in enumerate([("a", 16), ("b", 10), ("c", 10), ("d", 20)]):
+        video(generated / f"{name}.mp4", frames, seed)
+        video(reference / f"{name}.mp4", frames, seed + 10)
+    common = ["--generated", generated, "--reference", reference, "--weights", tmp_path, "--devices", 1,
+              "--fid-batch", 4, "--fvd-batch", 2, "--fvd-stride", 2]
+    monkeypatch.setattr(emo_eval, "_load", tiny_load)
+    assert emo_eval.main([str(a) for a in common] + ["--out", str(tmp_path / "one.json")]) == 0
+    one_process_rows = table_rows(capsys.readouterr().out)
+    outs = [tmp_path / f"two_{i}.json" for i in range(2)]
+    results = run_processes(lambda i, address: ["eval", *common, "--out", outs[i], "--coordinator", address,
+                                                "--num-processes", 2, "--process-id", i])
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    assert not outs[1].exists()
+    one, two = json.loads((tmp_path / "one.json").read_text()), json.loads(outs[0].read_text())
+    assert (one.pop("processes"), one.pop("devices"), two.pop("processes"), two.pop("devices")) == (1, 1, 2, 2)
+    for name in ("FID", "FVD"):
+        assert two["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"], rel=1e-9)
+        two["metrics"][name]["value"] = one["metrics"][name]["value"]
+    assert two == one
+    assert [(s["side"], s["video"].rsplit("/", 1)[-1]) for s in one["metrics"]["FVD"]["skipped"]["videos"]] == [
+        ("generated", "b.mp4"), ("reference", "b.mp4"), ("generated", "c.mp4"), ("reference", "c.mp4")]
+    assert one["metrics"]["FID"]["frames"] == {"generated": 56, "reference": 56}
+    assert table_rows(results[0][1]) == one_process_rows and not table_rows(results[1][1])
+    assert "pair 1/4: a" in results[0][2] and "pair 3/4: c" in results[0][2] and "pair 2/4" not in results[0][2]
+    assert "pair 2/4: b" in results[1][2] and "pair 4/4: d" in results[1][2] and "pair 1/4" not in results[1][2]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar_over_the_pairs_instead_of_a_line_each(folders, tmp_path, monkeypatch):
+    monkeypatch.setattr(emo_eval, "_load", tiny_load)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert run_eval(folders, tmp_path, tmp_path / "eval.json", "--devices", "1") == 0
+    err = sys.stderr.getvalue()
+    assert "pairs: 100%" in err and "3/3" in err
+    assert "pair 1/3" not in err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--coordinator", "localhost:1"], "--coordinator, --num-processes and --process-id go together; pass all three"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id 2 is not one of the 2 processes: pass 0 to 1"),
+    (["--coordinator", "localhost:1", "--num-processes", "0", "--process-id", "0"],
+     "--num-processes must be at least 1, got 0")])
+def test_process_flags_are_checked_before_joining(folders, tmp_path, capsys, flags, expected):
+    assert run_eval(folders, tmp_path, tmp_path / "eval.json", *flags) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"emo-eval: error: {expected}"]
+
+
+@pytest.mark.parametrize("other, expected", [
+    ({"names": ["a", "b"], "metrics": ["FID", "FVD"]},
+     "process 1 pairs 2 videos, process 0 3 (1 names differ, e.g. ['c']): give every process the same --generated "
+     "and --reference folders"),
+    ({"names": ["a", "b", "c"], "metrics": ["FVD"]},
+     "process 1 computes ['FVD'], process 0 ['FID', 'FVD']: put the same weights files in --weights on every host")])
+def test_processes_that_see_other_videos_or_weights_are_refused(monkeypatch, other, expected):
+    """What every process would raise after the gather, here with process 1's record handed in."""
+    mine = {"names": ["a", "b", "c"], "metrics": ["FID", "FVD"]}
+    monkeypatch.setattr(emo_eval, "allgather_json", lambda value: [value, other])
+    with pytest.raises(UsageError) as refused:
+        emo_eval._check_same_inputs(mine["names"], dict.fromkeys(mine["metrics"]))
+    assert str(refused.value) == expected
