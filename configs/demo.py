@@ -61,6 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 32 px frame within a clip, so the portrait's box needs little room beyond itself.
     s.mask_expand = 1.1
 
+    c.eval.lip_sync = True  # the drawn mouths are the colour emo_jax/demo/metrics.py's lip-sync measure reads
+
     c.demo = d = ml_collections.ConfigDict()
     d.identities = 5
     d.videos_per_identity = 3

@@ -145,6 +145,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     sp.mask_expand = 1.5
     sp.clips_per_chunk = 4  # clips streamed to the host per compiled call
 
+    # emo-train's periodic evaluation (emo_jax/train/evaluate.py): every `every` steps, `clips` held-out segments of
+    # `data_path` (an emo-prepare folder) generated with the EMA weights and measured (FVD, FID, identity,
+    # continuity) into TensorBoard and metrics.jsonl. Off by default.
+    c.eval = ev = ml_collections.ConfigDict()
+    ev.every = 0
+    ev.data_path = ""
+    ev.clips = 8
+    ev.frames = 48  # 1.6 s at 30 fps: three 16-frame FVD windows, four 12-frame clips (three boundaries)
+    ev.weights = ""  # folder of emo-eval's weights files; "" = emo-eval's default (~/.cache/emo-jax/eval)
+    ev.fid_every = 1
+    ev.fvd_stride = 16
+    ev.seed = 0
+    ev.lip_sync = False  # the demo's mouth-colour measure: synthetic demo data only
+    ev.save_videos = True  # <workdir>/eval/<step>/<segment>.mp4: generated beside real
+
     c.mesh = mesh = ml_collections.ConfigDict()
     mesh.shape = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     mesh.rules = (

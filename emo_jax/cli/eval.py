@@ -118,26 +118,12 @@ class _Metric:
 
 def _load(args: argparse.Namespace, devices: list[jax.Device]) -> tuple[dict[str, _Metric], dict[str, str]]:
     """The metrics whose weights are present, and the reason for each that is not."""
-    metrics, missing = {}, {}
-    fid_path = os.path.join(args.weights, weights.FID_FILE)
-    if os.path.isfile(fid_path):
-        from emo_jax.interop.inception_import import load_fid_inception
-
-        module, params = load_fid_inception(fid_path, sha256_prefix=weights.FID_SHA256_PREFIX)
-        metrics["FID"] = _Metric(fid.new_stats, fid.inception_extractor(module, params, args.fid_batch, devices),
-                                  fid.fid)
-    else:
-        missing["FID"] = (f"not computed: {weights.FID_FILE} missing in {args.weights}; fetch it with "
-                          f"`{weights.fid_fetch_command(args.weights)}`")
-    i3d_path = os.path.join(args.weights, weights.I3D_FILE)
-    if os.path.isfile(i3d_path):
-        from emo_jax.interop.i3d_import import load_i3d
-
-        module, params = load_i3d(i3d_path, sha256=weights.I3D_SHA256)
-        metrics["FVD"] = _Metric(fvd.new_stats, fvd.i3d_extractor(module, params, args.fvd_batch, devices), fvd.fvd)
-    else:
-        missing["FVD"] = (f"not computed: {weights.I3D_FILE} missing in {args.weights}; fetch it with "
-                          f"`{weights.i3d_fetch_command(args.weights)}`")
+    extractors, missing = weights.load_extractors(args.weights, args.fid_batch, args.fvd_batch, devices)
+    metrics = {}
+    if "FID" in extractors:
+        metrics["FID"] = _Metric(fid.new_stats, extractors["FID"], fid.fid)
+    if "FVD" in extractors:
+        metrics["FVD"] = _Metric(fvd.new_stats, extractors["FVD"], fvd.fvd)
     return metrics, missing
 
 

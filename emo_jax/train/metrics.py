@@ -69,6 +69,20 @@ class MetricsWriter:
                  self.total_steps, summary["loss"], summary["lr"], summary["grad_norm"], steps_per_s,
                  summary["examples_per_s"], f" | skipped {summary['skipped']}" if summary["skipped"] else "")
 
+    def record_eval(self, step: int, values: dict) -> None:
+        """Writes one periodic evaluation (emo_jax/train/evaluate.py): TensorBoard eval/<name> for every number,
+        and a metrics.jsonl row {"step": step, "eval": values} (null where a measure was not computed)."""
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            if value is not None:
+                self._writer.add_scalar(f"eval/{name}", value, step)
+        self._writer.flush()
+        self._jsonl.write(json.dumps({"step": step, "eval": values}) + "\n")
+        self._jsonl.flush()
+        log.info("step %d evaluation | %s", step, " | ".join(
+            f"{name} {'not computed' if value is None else format(value, '.4g')}" for name, value in values.items()))
+
     def close(self) -> None:
         if self.enabled:
             self._writer.close()

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import time
 from typing import Sequence
 
 import flax.linen as nn
@@ -27,6 +28,7 @@ from emo_jax.errors import ConfigError, RunError
 from emo_jax.params import group_of, module_of
 from emo_jax.sharding import batch_sharding, make_mesh, replicated
 from emo_jax.train.checkpoint import Checkpointer, restore_params
+from emo_jax.train.evaluate import PeriodicEvaluation, eval_config
 from emo_jax.train.metrics import MetricsWriter
 from emo_jax.train.state import StateFactory, TrainState
 from emo_jax.train.step import Encoders, make_train_step
@@ -236,6 +238,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
 
     A workdir with checkpoints resumes from checkpoint `resume_step`, by default the newest intact one."""
     t = config.train
+    evaluating = bool(eval_config(config).every)  # a bad eval section stops the run before anything loads
     # Mesh.
     mesh = make_mesh(config.mesh.shape)
     batch_ways = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -264,34 +267,49 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
     frozen = jax.device_put(jax.device_get(frozen), replicated(mesh))
     train_step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs),
                          donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh)))
+    # Periodic evaluation: held-out clips, encoders and metric networks loaded once, before the first step.
+    evaluation = None
+    if evaluating:
+        evaluation = PeriodicEvaluation(config, workdir, precomputed_audio="audio_features" in keys,
+                                        random_init_encoders=random_init_encoders)
     # Loop. Metrics of step s are read after step s + 1 is dispatched, so the host never idles the devices.
     writer = MetricsWriter(workdir, t.steps, t.batch_size, t.log_every, enabled=jax.process_index() == 0,
                            resume_step=step)
     stop = StopRequest()
-    pending, batch = None, first
+    pending, batch, timing = None, first, False
     try:
-        with mesh, nn.logical_axis_rules(config.mesh.rules):
-            while step < t.steps:
-                # Here the iterator has yielded exactly `step` batches (bar the one in hand), so a checkpoint
-                # taken after the step below records the data position that belongs to its state.
-                batch = batch if batch is not None else next(iterator)
+        while step < t.steps:
+            # Here the iterator has yielded exactly `step` batches (bar the one in hand), so a checkpoint
+            # taken after the step below records the data position that belongs to its state.
+            batch = batch if batch is not None else next(iterator)
+            with mesh, nn.logical_axis_rules(config.mesh.rules):
                 state, metrics = train_step(state, frozen, global_batch(batch, mesh, keys))
-                batch, step = None, step + 1
-                if pending is None:
-                    writer.start(step)  # the first call compiled; speed counts from here
-                else:
-                    _check(pending, writer, t.max_bad_steps)
-                pending = metrics
-                if step % t.checkpoint_every == 0:
-                    checkpoints.save(state, iterator)
-                if stop.requested():
-                    log.info("SIGTERM: saving step %d and exiting", step)
-                    checkpoints.save(state, iterator, force=True)
-                    break
+            batch, step = None, step + 1
             if pending is not None:
                 _check(pending, writer, t.max_bad_steps)
-            if step >= t.steps:
+            if not timing:
+                writer.start(step)  # the first call compiled; speed counts from here
+                timing = True
+            pending = metrics
+            if step % t.checkpoint_every == 0:
+                checkpoints.save(state, iterator)
+            if evaluation is not None and evaluation.due(step):
+                # Outside the mesh context: the sampler runs on the weights' own shardings (or, under several
+                # processes, on each process's devices), not under the training step's constraints.
+                _check(pending, writer, t.max_bad_steps)
+                pending = None
+                started = time.perf_counter()
+                values = evaluation.evaluate(state, step)
+                writer.record_eval(step, {**values, "seconds": round(time.perf_counter() - started, 3)})
+                writer.start(step)  # the evaluation's time is not training speed
+            if stop.requested():
+                log.info("SIGTERM: saving step %d and exiting", step)
                 checkpoints.save(state, iterator, force=True)
+                break
+        if pending is not None:
+            _check(pending, writer, t.max_bad_steps)
+        if step >= t.steps:
+            checkpoints.save(state, iterator, force=True)
     finally:
         checkpoints.wait()
         checkpoints.close()
