@@ -1,5 +1,9 @@
 """emo-train's periodic evaluation: held-out clips generated with the EMA weights, measured, and logged."""
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ from emo_jax.train.checkpoint import restore_params
 from emo_jax.train.evaluate import EvalConfig, FrechetMetric, PeriodicEvaluation, eval_config, frechet_metrics
 from emo_jax.train.state import TrainState
 from emo_jax.train.train import train
-from tests.train.common import make_config
+from tests.train.common import ROOT, make_config
 
 
 def _pooled(frames: np.ndarray) -> np.ndarray:
@@ -30,6 +34,12 @@ def tiny_metrics(e: EvalConfig):
     """FVD and FID shaped as emo-eval's (windows / frames, Fréchet distance of their features), tiny networks."""
     stats = lambda: FeatureStats("pooled_colour", 12)  # noqa: E731
     return {"fvd": FrechetMetric(_pooled, stats, _windows), "fid": FrechetMetric(_pooled, stats, list)}, {}
+
+
+def fake_videos(evaluation: PeriodicEvaluation) -> dict[int, np.ndarray]:
+    """Stand-in generated frames for every held-out clip, the same in every process."""
+    return {k: np.random.default_rng(k).integers(0, 256, c.frames.shape, dtype=np.uint8)
+            for k, c in enumerate(evaluation.clips)}
 
 
 def _eval_rows(workdir) -> list[dict]:
@@ -136,3 +146,46 @@ def test_missing_metric_weights_are_reported_as_not_computed(tmp_path):
     assert metrics == {}
     assert missing["fvd"].startswith(f"not computed: i3d-kinetics-400.ckpt missing in {tmp_path}")
     assert missing["fid"].startswith(f"not computed: pt_inception-2015-12-05-6726825d.pth missing in {tmp_path}")
+
+
+_PROCESS = """
+import json, sys
+import jax
+address, pid, data, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+jax.distributed.initialize(coordinator_address=address, num_processes=2, process_id=pid)
+from emo_jax.train.evaluate import PeriodicEvaluation
+from tests.train.common import make_config
+from tests.train.test_evaluate import fake_videos, tiny_metrics
+config = make_config("stage2", data)
+config.eval.update(dict(every=1, data_path=data, clips=3, frames=8))
+evaluation = PeriodicEvaluation(config, "unused", precomputed_audio=False, random_init_encoders=True,
+                                metrics=tiny_metrics(None)[0])
+videos = fake_videos(evaluation)
+values = evaluation.measure({k: videos[k] for k in evaluation.mine})
+with open(out, "w") as f:
+    json.dump({"mine": evaluation.mine, "values": values}, f)
+"""
+
+
+def test_two_processes_split_the_clips_and_measure_what_one_does(prepared, tmp_path):
+    from tests.eval.multiprocess import _free_port
+
+    config = make_config("stage2", prepared)
+    config.eval.update(dict(every=1, data_path=prepared, clips=3, frames=8))
+    one = PeriodicEvaluation(config, "unused", precomputed_audio=False, random_init_encoders=True,
+                             metrics=tiny_metrics(None)[0])
+    expected = one.measure(fake_videos(one))
+    address = f"localhost:{_free_port()}"
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", "")).strip()
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, address, str(i), prepared, str(tmp_path / f"{i}.json")],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-3000:] + outputs[1][-3000:]
+    results = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
+    assert [r["mine"] for r in results] == [[0, 2], [1]]
+    for r in results:
+        assert r["values"].keys() == expected.keys()
+        for name, value in expected.items():
+            assert r["values"][name] == pytest.approx(value, rel=1e-6), name
