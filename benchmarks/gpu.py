@@ -33,35 +33,16 @@ the --budget-s guard (default 360 s) skips the sampling section when the train s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
 import traceback
-import types
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 _START = time.perf_counter()
-
-
-def _stand_in_for_pyav() -> None:
-    """emo_jax.train.step imports emo_jax.audio, whose package imports PyAV (for decoding files) at the top; the
-    benchmark decodes nothing and the GPU image has no PyAV. A module that raises on any use stands in."""
-    if importlib.util.find_spec("av") is not None:
-        return
-    stand_in = types.ModuleType("av")
-
-    def missing(name: str):
-        raise ImportError(f"PyAV is not installed (benchmarks/gpu.py stands in for it); av.{name} is unavailable")
-
-    stand_in.__getattr__ = missing
-    sys.modules["av"] = stand_in
-
-
-_stand_in_for_pyav()
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402

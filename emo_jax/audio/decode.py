@@ -1,19 +1,26 @@
 """Decoding any audio or video file's sound track to 16 kHz mono float32, with PyAV: whole (load_audio), or as an
-AudioTrack read block by block, as often as needed, without holding its samples (open_audio)."""
+AudioTrack read block by block, as often as needed, without holding its samples (open_audio).
+
+PyAV is imported when a file is opened, not with this module: training on prepared features, the benchmarks and
+the GPU image import emo_jax.audio without decoding anything."""
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import av
 import numpy as np
 
 from emo_jax.errors import AudioError
 from emo_jax.paths import require_file
 
+if TYPE_CHECKING:
+    import av
+
 
 def _open(path: str) -> av.container.InputContainer:
+    import av
+
     require_file(path, "audio file", "pass the path of an audio or video file", AudioError)
     if os.path.getsize(path) == 0:
         raise AudioError(f"audio file {path!r} is empty (0 bytes); pass a file that holds sound")
@@ -29,6 +36,8 @@ def _open(path: str) -> av.container.InputContainer:
 
 def _decoded_blocks(path: str, sample_rate: int) -> Iterator[np.ndarray]:
     """Mono float32 samples of the first audio stream, one block per decoded frame, in order."""
+    import av
+
     with _open(path) as container:
         stream = container.streams.audio[0]
         # Resample only in time and keep every channel: the downmix below is a plain channel mean, whereas
