@@ -29,8 +29,11 @@ class MetricsWriter:
             os.makedirs(workdir, exist_ok=True)
             path = os.path.join(workdir, "metrics.jsonl")
             _drop_rows_after(path, resume_step)
-            # purge_step hides the killed run's events from that step on, as TensorBoard shows them.
-            self._writer = SummaryWriter(logdir=workdir, purge_step=resume_step + 1 if resume_step else None)
+            # purge_step hides the killed run's events from that step on, as TensorBoard shows them. The event file
+            # is named by the second it was opened in; the suffix keeps a resume within that second from
+            # overwriting the file of the run it resumes.
+            self._writer = SummaryWriter(logdir=workdir, purge_step=resume_step + 1 if resume_step else None,
+                                         filename_suffix=f".from_step_{resume_step}")
             self._jsonl = open(path, "a", encoding="utf-8")
 
     def start(self, step: int) -> None:
