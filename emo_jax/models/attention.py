@@ -16,7 +16,12 @@ import jax.numpy as jnp
 
 from emo_jax.models.partitioning import dense_init, zeros_init
 
-IMPLEMENTATIONS = ("xla", "chunked", "jax", "cudnn", "pallas_tpu")
+IMPLEMENTATIONS = ("xla", "chunked", "jax", "cudnn", "pallas_tpu", "splash")
+# Backends each implementation cannot run on, and what to choose there instead. CPU is not listed for the TPU
+# kernels: a CPU host compiles TPU programs ahead of time (emo-compile), and splash runs on a CPU in Pallas
+# interpret mode (tests).
+_UNSUPPORTED = {"cudnn": ("tpu",), "pallas_tpu": ("gpu",), "splash": ("gpu",)}
+SPLASH_BLOCK = 512  # the largest splash block (queries and keys); smaller ones where the sequence is shorter
 
 
 def _key_mask(kv_lengths_B, keys: int):
@@ -66,9 +71,70 @@ def _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
     return out.swapaxes(1, 2)
 
 
+def _splash_blocks(length: int, largest: int) -> tuple[int, int]:
+    """(padded length, block): the length rounded up to the 128-lane tile, and the largest block of at most
+    `largest` (a multiple of 128) that divides it."""
+    padded = -(-length // 128) * 128
+    block = max(b for b in range(128, min(largest, padded) + 1, 128) if padded % b == 0)
+    return padded, block
+
+
+def _splash_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, block: int = SPLASH_BLOCK):
+    """jax's Pallas TPU splash attention, one kernel call per example (vmap). Key lengths become segment ids
+    (queries 0; key j 0 if j < length, else 1). Sequences are padded to a multiple of 128: padded keys are cut
+    off by the same segment ids, padded queries are dropped. Head dims need no padding: the kernel takes 40, 80
+    and 160 (in interpret mode, and Mosaic compiles them for v5e/v5p/v6e). The kernel does not scale q.
+
+    The kernel is chosen when the program is lowered (lax.platform_dependent): the compiled Mosaic kernel for
+    a TPU, the same kernel in Pallas interpret mode for a CPU (slow; for tests). A CPU host compiling for a TPU
+    ahead of time (emo-compile) so gets the real kernel.
+
+    One device per call: under a jit over several TPU chips, jax refuses to compile a Mosaic kernel it would
+    have to partition ("Mosaic kernels cannot be automatically partitioned. Please wrap the call in a
+    shard_map"); the shard_map over the mesh's batch and head axes is not built."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
+
+    batch, length, heads, head_dim = q_BLHD.shape
+    keys = k_BSHD.shape[1]
+    length_p, block_q = _splash_blocks(length, block)
+    keys_p, block_kv = _splash_blocks(keys, block)
+    # Scaled in float32: a bf16 scale (0.1582 for 0.1581 at head_dim 40) would bias every score the same way.
+    q = (q_BLHD.astype(jnp.float32) * head_dim ** -0.5).astype(q_BLHD.dtype)
+    q = jnp.pad(q, ((0, 0), (0, length_p - length), (0, 0), (0, 0)))
+    k, v = (jnp.pad(t, ((0, 0), (0, keys_p - keys), (0, 0), (0, 0))) for t in (k_BSHD, v_BSHD))
+    segment_ids, segment_axes = None, None
+    if kv_lengths_B is not None or keys_p != keys:
+        lengths_B = jnp.full((batch,), keys, jnp.int32) if kv_lengths_B is None else kv_lengths_B.astype(jnp.int32)
+        kv_ids_BS = (jnp.arange(keys_p)[None, :] >= lengths_B[:, None]).astype(jnp.int32)
+        segment_ids = splash.SegmentIds(q=jnp.zeros((length_p,), jnp.int32), kv=kv_ids_BS)
+        segment_axes = splash.SegmentIds(q=None, kv=0)
+    mask = splash_mask.MultiHeadMask([splash_mask.FullMask((length_p, keys_p))] * heads)
+    sizes = splash.BlockSizes(block_q=block_q, block_kv=block_kv, block_kv_compute=block_kv, block_q_dkv=block_q,
+                              block_kv_dkv=block_kv, block_kv_dkv_compute=block_kv, block_q_dq=block_q,
+                              block_kv_dq=block_kv)
+
+    def run(interpret: bool):
+        kernel = splash.make_splash_mha_single_device(mask, block_sizes=sizes, interpret=interpret)
+        return lambda q, k, v, ids: jax.vmap(kernel, in_axes=(0, 0, 0, segment_axes))(q, k, v, ids)
+
+    out_BHLD = jax.lax.platform_dependent(q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2), segment_ids,
+                                          tpu=run(False), cpu=run(True))
+    return out_BHLD.swapaxes(1, 2)[:, :length]
+
+
+def _check_backend(impl: str) -> None:
+    backend = jax.default_backend()
+    if backend in _UNSUPPORTED.get(impl, ()):
+        choices = [i for i in IMPLEMENTATIONS if backend not in _UNSUPPORTED.get(i, ())]
+        raise ValueError(f"attention implementation {impl!r} cannot run on {backend}: set model.unet.attention_impl "
+                         f"to one of {choices}")
+
+
 def dot_product_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, impl: str = "xla", chunk: int = 1024):
     """softmax(q k^T / sqrt(d)) v over [batch, length, heads, head_dim]; kv_lengths_B (int32 [B]) keeps only
     the first kv_lengths_B[b] keys of example b (None: all)."""
+    _check_backend(impl)
     if impl == "xla":
         return _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
     if impl == "chunked":
@@ -82,6 +148,8 @@ def dot_product_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, impl: str =
             implementation="cudnn" if impl == "cudnn" else None)
     if impl == "pallas_tpu":
         return _pallas_tpu_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
+    if impl == "splash":
+        return _splash_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
     raise ValueError(f"unknown attention implementation {impl!r}; choose one of {IMPLEMENTATIONS}")
 
 
