@@ -79,8 +79,10 @@ def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: 
     x0 = latents("target")
     if x0.ndim == 4:
         x0 = x0[:, None]  # stage 1 trains on single frames: F = 1
+    # The {0, 1} mask as float by a select, not a uint8 convert: libtpu 0.0.52's space-to-batch pass aborts the
+    # TPU compile on the face locator's filter gradient when its input is a converted uint8 (f32/u8 select).
     inputs = {"x0": x0, "ref_latent_BHWC": latents("reference"),
-              "face_mask_BHW1": batch["face_mask"].astype(jnp.float32)[..., None]}
+              "face_mask_BHW1": jnp.where(batch["face_mask"] > 0, 1.0, 0.0)[..., None]}
     if "motion" in fields:
         inputs["motion_latents_BNHWC"] = latents("motion")
     if "audio" in fields:
