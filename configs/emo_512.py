@@ -54,6 +54,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Off by default: on a chip that holds a clip's ResNet activations it only costs FLOPs. The v5e stage-2 plan
     # needs it (docs/scale.md).
     u.remat_resnets = False
+    # What each rematerialised block keeps for the backward: "nothing_saveable" (recompute it all, least memory),
+    # "dots_saveable" (keep matmul and conv outputs: less recompute, more memory) or
+    # "dots_with_no_batch_dims_saveable"; emo-compile shows which fits a topology.
+    u.remat_policy = "nothing_saveable"
     u.dtype = "bfloat16" if variant != "sd" else "float32"
     u.param_dtype = "float32"
     m.audio = a = ml_collections.ConfigDict()

@@ -8,7 +8,7 @@ import numpy as np
 from emo_jax.models.attention import Attention
 from emo_jax.models.layers import FeedForward, group_norm, layer_norm
 from emo_jax.models.partitioning import dense_init, zeros_init
-from emo_jax.models.unet_config import UNetConfig
+from emo_jax.models.unet_config import UNetConfig, rematted
 
 
 def sinusoidal_positions(max_len: int, dim: int) -> np.ndarray:
@@ -59,7 +59,7 @@ class TemporalTransformer(nn.Module):
         h = h.reshape(b, f, hgt * wid, c).transpose(0, 2, 1, 3).reshape(b * hgt * wid, f, c)
         h = nn.Dense(self.dim, name="proj_in", kernel_init=dense_init(("embed", "mlp")),
                      bias_init=zeros_init(("mlp",)), **kw)(h)
-        block_cls = nn.remat(TemporalTransformerBlock) if cfg.remat else TemporalTransformerBlock
+        block_cls = rematted(TemporalTransformerBlock, cfg.remat_policy) if cfg.remat else TemporalTransformerBlock
         for i in range(cfg.temporal_layers):
             h = block_cls(self.dim, cfg, name=f"transformer_blocks_{i}")(h)
         h = nn.Dense(c, name="proj_out", kernel_init=zeros_init(("mlp", "embed")), bias_init=zeros_init(("embed",)),

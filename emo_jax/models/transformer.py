@@ -7,7 +7,7 @@ from emo_jax.models.attention import Attention
 from emo_jax.models.condition import UNetCondition
 from emo_jax.models.layers import FeedForward, conv, group_norm, layer_norm
 from emo_jax.models.partitioning import constrain
-from emo_jax.models.unet_config import UNetConfig
+from emo_jax.models.unet_config import UNetConfig, rematted
 
 
 class TransformerBlock(nn.Module):
@@ -64,7 +64,7 @@ class Transformer2D(nn.Module):
         n, hgt, wid, c = x_NHWC.shape
         h = group_norm(cfg.norm_groups, 1e-6, name="norm", **kw)(x_NHWC)
         h = conv(self.dim, kernel=1, name="proj_in", **kw)(h).reshape(n, hgt * wid, self.dim)
-        block_cls = nn.remat(TransformerBlock) if cfg.remat else TransformerBlock
+        block_cls = rematted(TransformerBlock, cfg.remat_policy) if cfg.remat else TransformerBlock
         h, feature = block_cls(self.dim, cfg, name="transformer_blocks_0")(
             h, cond.text, ref_NLC, cond.ref_keep, cond.audio, cond.audio_keep)
         h = conv(c, kernel=1, name="proj_out", **kw)(h.reshape(n, hgt, wid, self.dim))

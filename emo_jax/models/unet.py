@@ -17,10 +17,7 @@ from emo_jax.models.layers import timestep_embedding
 from emo_jax.models.partitioning import constrain
 from emo_jax.models.temporal import MotionModule
 from emo_jax.models.transformer import Transformer2D
-from emo_jax.models.unet_config import UNetConfig
-
-
-_RematResnetBlock2D = nn.remat(ResnetBlock2D)
+from emo_jax.models.unet_config import UNetConfig, rematted
 
 
 class UNet(nn.Module):
@@ -30,7 +27,7 @@ class UNet(nn.Module):
         return dict(dtype=self.cfg.compute_dtype, param_dtype=self.cfg.weights_dtype)
 
     def _resnet(self, ch: int, name: str):
-        block_cls = _RematResnetBlock2D if self.cfg.remat_resnets else ResnetBlock2D
+        block_cls = rematted(ResnetBlock2D, self.cfg.remat_policy) if self.cfg.remat_resnets else ResnetBlock2D
         return block_cls(ch, groups=self.cfg.norm_groups, eps=1e-5, name=name, **self._kw())
 
     def _attention(self, h, cond: UNetCondition, ch: int, name: str, features: dict):

@@ -2,9 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+# What a rematerialised block keeps from its forward pass for the backward (jax.checkpoint_policies by name):
+# nothing (recompute the whole block), every matmul/conv output, or those without batch dimensions.
+REMAT_POLICIES = ("nothing_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -46,10 +53,13 @@ class UNetConfig:
     # ...and each ResNet block: the backward keeps the block's input instead of its GroupNorm/SiLU/conv
     # intermediates, which under tensor parallelism are all-gathered (full channels) and tile-padded.
     remat_resnets: bool = False
+    remat_policy: str = "nothing_saveable"  # one of REMAT_POLICIES, for every rematerialised block
     dtype: str = "float32"
     param_dtype: str = "float32"
 
     def __post_init__(self):
+        if self.remat_policy not in REMAT_POLICIES:
+            raise ValueError(f"unet.remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
         if len(self.attention_levels) != len(self.block_out_channels):
             raise ValueError("unet.attention_levels needs one entry per unet.block_out_channels entry")
         if self.reference_mode not in (None, "concat", "cross"):
@@ -76,3 +86,9 @@ class UNetConfig:
     @property
     def downsample_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+
+@functools.lru_cache(maxsize=None)
+def rematted(block_cls: type, policy: str) -> type:
+    """`block_cls` under nn.remat, keeping what jax.checkpoint_policies.<policy> saves (one class per pair)."""
+    return nn.remat(block_cls, policy=getattr(jax.checkpoint_policies, policy))

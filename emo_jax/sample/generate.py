@@ -132,7 +132,8 @@ def random_model_params(config, seed: int = 0) -> dict:
 
 
 # How the UNet runs, not what it computes: a checkpoint trained with one setting generates with another.
-EXECUTION_FIELDS = ("attention_impl", "attention_chunk", "attention_min_keys", "remat", "remat_resnets", "dtype")
+EXECUTION_FIELDS = ("attention_impl", "attention_chunk", "attention_min_keys", "remat", "remat_resnets", "remat_policy",
+                    "dtype")
 
 
 def _model_section(config) -> dict:

@@ -245,7 +245,8 @@ def _saved_bytes(model, params, inputs):
 
 def test_resnet_remat_keeps_less_and_changes_no_gradient():
     config, plain = _model("stage1", remat=True)
-    _, remat = _model("stage1", remat=True, remat_resnets=True)
+    # A policy other than the default too: what it keeps must not change the gradient either.
+    _, remat = _model("stage1", remat=True, remat_resnets=True, remat_policy="dots_with_no_batch_dims_saveable")
     inputs = _random_inputs(config, plain, batch=1)
     params = nn.unbox(init_params(plain, 0, inputs))
 
@@ -261,3 +262,16 @@ def test_resnet_remat_keeps_less_and_changes_no_gradient():
     inputs = _random_inputs(config, plain)
     params = nn.unbox(init_params(plain, 0, inputs))
     assert _saved_bytes(remat, params, inputs) < 0.6 * _saved_bytes(plain, params, inputs)
+
+
+def test_remat_policies_decide_what_the_backward_keeps():
+    config, full = _model("stage1", remat=True, remat_resnets=True)
+    inputs = _random_inputs(config, full, batch=1)
+    params = nn.unbox(init_params(full, 0, inputs))
+    saved = {policy: _saved_bytes(_model("stage1", remat=True, remat_resnets=True, remat_policy=policy)[1], params,
+                                  inputs)
+             for policy in ("nothing_saveable", "dots_saveable")}
+    # Keeping every matmul and conv output keeps more than recomputing each block whole.
+    assert saved["dots_saveable"] > 1.5 * saved["nothing_saveable"], saved
+    with pytest.raises(ValueError, match="unet.remat_policy 'some' is not one of"):
+        _model("stage1", remat=True, remat_policy="some")
