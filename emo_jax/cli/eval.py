@@ -36,7 +36,12 @@ NOT_BUILT = {"SyncNet": "not built (lip-sync metric, issue 21)", "F-SIM": "not b
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="emo-eval", description=__doc__.splitlines()[0])
     parser.add_argument("--generated", required=True, help="folder of generated videos")
-    parser.add_argument("--reference", required=True, help="folder of reference videos, named as the generated ones")
+    parser.add_argument("--reference", default=None, help="folder of reference videos, named as the generated ones")
+    parser.add_argument("--reference-stats", default=None, metavar="DIR",
+                        help="instead of --reference: the reference statistics an earlier run saved with --save-stats "
+                             "(no pairing: every generated video counts)")
+    parser.add_argument("--save-stats", default=None, metavar="DIR",
+                        help="also save each metric's feature statistics, both sides, and the preprocessing to DIR")
     parser.add_argument("--weights", default=weights.DEFAULT_FOLDER,
                         help=f"folder of the metric networks' weights files (default {weights.DEFAULT_FOLDER})")
     parser.add_argument("--out", required=True, help="JSON file to write with every number")
@@ -74,6 +79,9 @@ def _videos(folder: str, what: str) -> dict[str, str]:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if (args.reference is None) == (args.reference_stats is None):
+        raise UsageError("pass exactly one of --reference DIR (reference videos) and --reference-stats DIR "
+                         "(statistics saved by --save-stats)")
     if not args.out.lower().endswith(".json"):
         raise UsageError(f"--out {args.out!r} must end in .json")
     for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch"):
@@ -212,12 +220,64 @@ def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: di
     for index, name in tqdm(pairs, desc="pairs", unit="pair", file=sys.stderr, disable=not show_bar):
         if not show_bar:
             log.info("pair %d/%d: %s", index + 1, len(names), name)
-        for side, path in (("generated", videos["generated"][name]), ("reference", videos["reference"][name])):
+        for side, folder in videos.items():
+            path = folder[name]
             count, too_short = _feed(path, side, metrics, args)
             frames[side] += count
             if too_short and "FVD" in metrics:
                 skipped.append([index, {"video": path, "side": side, "reason": too_short}])
     return {"frames": frames, "skipped": skipped}
+
+
+STATS_SETTINGS = "preprocessing.json"  # beside <metric>_<side>.npz in a --save-stats folder
+
+
+def _comparable(preprocessing: dict[str, Any]) -> dict[str, Any]:
+    """The settings two sets of statistics must share to be compared."""
+    return {"fps": preprocessing["fps"], "FID every": preprocessing["FID"]["every"],
+            "FVD stride": preprocessing["FVD"]["stride"], "I3D weights": preprocessing["FVD"]["weights_sha256"]}
+
+
+def _save_stats(folder: str, metrics: dict[str, _Metric], args: argparse.Namespace) -> None:
+    """Each metric's statistics of both sides as <metric>_<side>.npz, and the settings they were made with."""
+    os.makedirs(folder, exist_ok=True)
+    for name, metric in metrics.items():
+        for side, stats in metric.stats.items():
+            stats.save(os.path.join(folder, f"{name}_{side}.npz"))
+    _write_json(os.path.join(folder, STATS_SETTINGS), {"preprocessing": _preprocessing(args),
+                                                        "videos": {n: m.videos for n, m in metrics.items()}})
+
+
+def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> tuple[dict, dict[str, str]]:
+    """({metric: (reference statistics, their video count)} from --reference-stats, {metric: why not computed} for
+    each loaded metric without a saved reference); settings that differ from this run's are a UsageError."""
+    from emo_jax.eval.frechet import FeatureStats
+
+    folder = args.reference_stats
+    settings_path = os.path.join(folder, STATS_SETTINGS)
+    require_folder(folder, "--reference-stats folder", "pass a folder written by emo-eval --save-stats", UsageError)
+    if not os.path.isfile(settings_path):
+        raise UsageError(f"--reference-stats {folder!r} has no {STATS_SETTINGS}; pass a folder written by emo-eval "
+                         "--save-stats")
+    with open(settings_path) as f:
+        settings = json.load(f)
+    saved, now = _comparable(settings["preprocessing"]), _comparable(_preprocessing(args))
+    differ = [f"{key} {saved[key]!r} there, {now[key]!r} here" for key in now if saved[key] != now[key]]
+    if differ:
+        raise UsageError(f"--reference-stats {folder!r} was computed with other settings ({'; '.join(differ)}); run "
+                         "with its settings or compute the reference statistics again")
+    loaded, missing = {}, {}
+    for name, metric in metrics.items():
+        path = os.path.join(folder, f"{name}_reference.npz")
+        if not os.path.isfile(path):
+            missing[name] = f"not computed: no saved reference statistics {name}_reference.npz in {folder}"
+            continue
+        blank = metric.stats["reference"]
+        try:
+            loaded[name] = (FeatureStats.load(path, blank.feature, blank.dim), settings["videos"][name]["reference"])
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    return loaded, missing
 
 
 def _merge_counts(local: dict[str, Any]) -> tuple[dict[str, int], list[dict[str, str]], int]:
@@ -234,7 +294,9 @@ def _run(args: argparse.Namespace) -> None:
 
     init_distributed(args.coordinator, args.num_processes, args.process_id)
     first = jax.process_index() == 0
-    generated, reference = _videos(args.generated, "generated"), _videos(args.reference, "reference")
+    generated = _videos(args.generated, "generated")
+    # Against saved statistics there is nothing to pair: every generated video counts.
+    reference = _videos(args.reference, "reference") if args.reference else dict.fromkeys(generated)
     names = sorted(generated.keys() & reference.keys())
     generated_only = sorted(generated.keys() - reference.keys())
     reference_only = sorted(reference.keys() - generated.keys())
@@ -247,12 +309,21 @@ def _run(args: argparse.Namespace) -> None:
                   file=sys.stderr)
     devices = _devices(args)
     metrics, missing = _load(args, devices)
+    saved = {}
+    if args.reference_stats:
+        saved, no_saved = _saved_reference(args, metrics)
+        for name, why in no_saved.items():
+            metrics.pop(name)
+            missing[name] = why
     _check_same_inputs(names, metrics)
     local = {"frames": {"generated": 0, "reference": 0}, "skipped": []}
+    videos = {"generated": generated} if args.reference_stats else {"generated": generated, "reference": reference}
     if metrics:
-        local = _feed_pairs(names, {"generated": generated, "reference": reference}, metrics, args)
+        local = _feed_pairs(names, videos, metrics, args)
     for metric in metrics.values():
         metric.merge_processes()
+    for name, (stats, count) in saved.items():
+        metrics[name].stats["reference"], metrics[name].videos["reference"] = stats, count
     frames, skipped, device_count = _merge_counts(dict(local, devices=len(devices)))
     if not first:
         return
@@ -274,7 +345,9 @@ def _run(args: argparse.Namespace) -> None:
         values[name] = results[name]["value"]
         if results[name]["status"].startswith("not computed"):
             print(f"emo-eval: {name} {results[name]['status']}", file=sys.stderr)
-    report = {"generated": os.path.abspath(args.generated), "reference": os.path.abspath(args.reference),
+    report = {"generated": os.path.abspath(args.generated),
+              "reference": os.path.abspath(args.reference) if args.reference else None,
+              "reference_stats": os.path.abspath(args.reference_stats) if args.reference_stats else None,
               "weights": os.path.abspath(args.weights),
               "videos": {"pairs": len(names), "frames_read": frames,
                          "unpaired": {"generated_only": generated_only, "reference_only": reference_only,
@@ -282,6 +355,8 @@ def _run(args: argparse.Namespace) -> None:
               "processes": jax.process_count(), "devices": device_count, "preprocessing": _preprocessing(args),
               "metrics": results}
     _write_json(args.out, report)
+    if args.save_stats:
+        _save_stats(args.save_stats, metrics, args)
     for skip in skipped:
         print(f"emo-eval: FVD skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
     print(_markdown(values))

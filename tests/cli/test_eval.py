@@ -209,3 +209,35 @@ def test_processes_that_see_other_videos_or_weights_are_refused(monkeypatch, oth
     with pytest.raises(UsageError) as refused:
         emo_eval._check_same_inputs(mine["names"], dict.fromkeys(mine["metrics"]))
     assert str(refused.value) == expected
+
+
+def test_saved_reference_statistics_give_the_same_numbers_without_the_reference_videos(tmp_path, monkeypatch, capsys):
+    generated, reference = tmp_path / "generated", tmp_path / "reference"
+    generated.mkdir(), reference.mkdir()
+    for seed, (name, frames) in enumerate([("a", 16), ("b", 20), ("c", 18)]):
+        video(generated / f"{name}.mp4", frames, seed)
+        video(reference / f"{name}.mp4", frames, seed + 10)
+    monkeypatch.setattr(emo_eval, "_load", tiny_load)
+    common = ["--generated", str(generated), "--weights", str(tmp_path), "--devices", "1", "--fvd-stride", "2"]
+    stats = tmp_path / "stats"
+    assert emo_eval.main(common + ["--reference", str(reference), "--out", str(tmp_path / "paired.json"),
+                                   "--save-stats", str(stats)]) == 0
+    assert sorted(p.name for p in stats.iterdir()) == ["FID_generated.npz", "FID_reference.npz", "FVD_generated.npz",
+                                                       "FVD_reference.npz", "preprocessing.json"]
+    assert emo_eval.main(common + ["--reference-stats", str(stats), "--out", str(tmp_path / "saved.json")]) == 0
+    paired, saved = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("paired", "saved"))
+    for name in ("FID", "FVD"):
+        assert saved["metrics"][name]["value"] == paired["metrics"][name]["value"]
+        assert saved["metrics"][name]["videos"] == paired["metrics"][name]["videos"]
+    assert saved["reference"] is None and saved["reference_stats"] == str(stats)
+    capsys.readouterr()
+    # Statistics made with other settings are not compared with these.
+    assert emo_eval.main(common[:-1] + ["4", "--reference-stats", str(stats), "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert "was computed with other settings (FVD stride 2 there, 4 here)" in err and "Traceback" not in err
+    assert emo_eval.main(common + ["--out", str(tmp_path / "x.json")]) == 2
+    assert "pass exactly one of --reference DIR" in capsys.readouterr().err
+    (stats / "FVD_reference.npz").unlink()
+    assert emo_eval.main(common + ["--reference-stats", str(stats), "--out", str(tmp_path / "y.json")]) == 0
+    assert json.loads((tmp_path / "y.json").read_text())["metrics"]["FVD"]["status"] == (
+        f"not computed: no saved reference statistics FVD_reference.npz in {stats}")
