@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 from emo_jax.batch import abstract_batch, batch_spec, random_batch  # noqa: E402
 from emo_jax.config import load_config  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
-from emo_jax.plan import trace_train_step  # noqa: E402
+from emo_jax.plan import model_flops_config, trace_train_step, utilization  # noqa: E402
 from emo_jax.sharding import batch_sharding, make_mesh, replicated  # noqa: E402
 from emo_jax.train.state import StateFactory  # noqa: E402
 from emo_jax.train.step import Encoders, make_train_step  # noqa: E402
@@ -221,7 +221,7 @@ def flops_section(r: dict, config, device, train: dict | None, timed: dict, peak
     impl = config.model.unet.attention_impl
     remat = bool(config.model.unet.remat or config.model.unet.remat_resnets)
     counted = {}
-    for name, variant_remat in (("model", False), ("hardware", None)):
+    for name in ("model", "hardware"):
         if name == "hardware" and remat and elapsed() > budget_s and impl not in ("xla", "chunked"):
             r["hardware_skipped"] = f"{elapsed():.0f} s > --budget-s {budget_s}"
             log("flops: hardware count skipped (time budget)")
@@ -232,7 +232,8 @@ def flops_section(r: dict, config, device, train: dict | None, timed: dict, peak
             counted[name] = count_flops(train["traced"].jaxpr)  # the program as run: the jaxpr sees all of it
         else:
             start = time.perf_counter()
-            traced, _ = trace_train_step(with_attention(config, "xla", variant_remat), [device])
+            counting = model_flops_config(config) if name == "model" else with_attention(config, "xla")
+            traced, _ = trace_train_step(counting, [device])
             counted[name] = count_flops(traced.jaxpr)
             log(f"flops: {name} count traced in {time.perf_counter() - start:.1f} s")
         r[f"{name}_flops_per_step"] = counted[name].flops
@@ -241,8 +242,8 @@ def flops_section(r: dict, config, device, train: dict | None, timed: dict, peak
         flops = r.get(f"{name}_flops_per_step")
         if step_s and flops:
             r[f"{name}_flops_per_s"] = flops / step_s
-        utilization = {"model": "mfu", "hardware": "hfu", "xla": "xla_flops_utilization"}[name]
-        r[utilization] = flops / step_s / peak if step_s and flops and peak else None
+        key = {"model": "mfu", "hardware": "hfu", "xla": "xla_flops_utilization"}[name]
+        r[key] = utilization(flops, step_s, peak)
 
 
 def sampling_section(r: dict, config, device, params, peak: float | None) -> None:
@@ -292,7 +293,7 @@ def sampling_section(r: dict, config, device, params, peak: float | None) -> Non
     counted = chunk_program(check_video_model(with_attention(config, "xla")), sampler.spec, sampler.latent_shape)
     r["model_flops_per_clip"] = count_flops(counted.trace(*sampler.last_call_args).jaxpr).flops
     r["model_flops_per_s"] = r["model_flops_per_clip"] / steady
-    r["mfu"] = r["model_flops_per_s"] / peak if peak else None
+    r["mfu"] = utilization(r["model_flops_per_clip"], steady, peak)
 
 
 def main(argv: list[str] | None = None) -> int:

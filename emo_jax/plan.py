@@ -41,6 +41,24 @@ def trace_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     return traced, mesh
 
 
+def model_flops_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config whose train step's jaxpr FLOPs are the model FLOPs, MFU's numerator wherever emo-jax reports it
+    (emo-compile, benchmarks/gpu.py): remat off (its recompute is not model work) and XLA attention (a fused
+    kernel's call hides its matmuls from the count)."""
+    c = config.copy_and_resolve_references()
+    u = c.model.unet
+    u.remat = u.remat_resnets = False
+    u.attention_impl = "xla"
+    return c
+
+
+def utilization(flops_per_step: float | None, step_seconds: float | None, peak_flops: float | None) -> float | None:
+    """flops / step seconds / the chip's bf16 peak: MFU from model FLOPs, HFU from the FLOPs the step runs."""
+    if not (flops_per_step and step_seconds and peak_flops):
+        return None
+    return flops_per_step / step_seconds / peak_flops
+
+
 def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     """(compiled executable, mesh, FlopCount of the whole program's jaxpr) of the full train step on `devices`."""
     traced, mesh = trace_train_step(config, devices)
@@ -84,10 +102,12 @@ def flop_fields(xla_flops: float, counted: FlopCount | None, chips: int, chip: C
             "flops_floor_seconds": flops / chip.peak_bf16_flops}
 
 
-def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount | None = None) -> dict:
+def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount | None = None,
+           model: FlopCount | None = None) -> dict:
     """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step. `counted` (the jaxpr count of the
     whole program) covers what XLA's count misses: XLA counts a loop body once (chunked attention under
-    lax.map), so the per-chip FLOPs are the larger of XLA's count and the jaxpr's divided over the chips."""
+    lax.map), so the per-chip FLOPs are the larger of XLA's count and the jaxpr's divided over the chips.
+    `model` (the jaxpr count of model_flops_config's step) gives the estimated MFU beside the HFU."""
     sizes, cost = _memory_and_cost(compiled)
     chips = int(mesh.devices.size)
     counts = flop_fields(float(cost.get("flops", 0.0)), counted, chips, chip)
@@ -108,6 +128,10 @@ def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount
         "estimated_step_seconds": seconds or None,
         "estimate_source": source,
         "examples_per_second": global_batch / seconds if seconds > 0 else None,
+        "model_flops_per_step": model.flops / chips if model is not None else None,
+        "estimated_mfu": utilization(model.flops / chips if model is not None else None, seconds,
+                                     chip.peak_bf16_flops),
+        "estimated_hfu": utilization(flops, seconds, chip.peak_bf16_flops),
     }
 
 
@@ -187,14 +211,16 @@ def run_settings(config: ml_collections.ConfigDict, topology: str) -> dict:
     """What a plan's row was compiled for, beside its measurements (also on a row that failed to compile)."""
     u = config.model.unet
     return {"topology": topology, "stage": config.train.stage, "remat": bool(u.remat),
-            "remat_resnets": bool(u.remat_resnets), "attention_impl": u.attention_impl}
+            "remat_resnets": bool(u.remat_resnets), "remat_policy": u.get("remat_policy", "nothing_saveable"),
+            "attention_impl": u.attention_impl}
 
 
 def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False) -> dict:
     """Compile config's train step (and with `sample`, the sampler) for a TPU slice and report on it."""
     chip, devices = topology_devices(topology)
     compiled, mesh, counted = compile_train_step(config, devices)
-    out = report(compiled, chip, mesh, config.train.batch_size, counted)
+    model = count_flops(trace_train_step(model_flops_config(config), devices)[0].jaxpr)  # traced only
+    out = report(compiled, chip, mesh, config.train.batch_size, counted, model)
     out.update(run_settings(config, topology))
     if sample:
         chunk, step, frames = compile_sampler(config, devices[0])

@@ -108,3 +108,23 @@ def test_dead_code_is_not_counted():
     args = jnp.ones((4, 8)), jnp.ones((8, 8)), jnp.ones((8, 8))
     one = 2 * 4 * 8 * 8
     assert jaxpr_flops(step, *args).flops == 2 * one == xla_flops(step, *args)  # x @ frozen and the trained grad
+
+
+def test_model_flops_leave_out_the_remat_recompute_and_see_through_fused_attention():
+    """MFU's numerator (emo-compile and benchmarks/gpu.py): the step of model_flops_config, remat off and XLA
+    attention. The tiny stage-1 step run with every block rematerialised and chunked attention does more FLOPs
+    than its model count."""
+    from emo_jax.config import load_config
+    from emo_jax.plan import model_flops_config, trace_train_step, utilization
+
+    config = load_config("configs/tiny.py:stage1")
+    config.mesh.shape.update({"data": 1, "fsdp": 1, "tensor": 1})
+    config.train.batch_size = 1
+    u = config.model.unet
+    u.remat = u.remat_resnets = True
+    u.attention_impl, u.attention_chunk = "chunked", 16
+    run = count_flops(trace_train_step(config, jax.devices()[:1])[0].jaxpr).flops
+    model = count_flops(trace_train_step(model_flops_config(config), jax.devices()[:1])[0].jaxpr).flops
+    assert run > 1.2 * model > 0
+    assert (u.remat, u.attention_impl) == (True, "chunked")  # the caller's config is left as it was
+    assert utilization(2e12, 0.5, 1e13) == pytest.approx(0.4) and utilization(None, 0.5, 1e13) is None

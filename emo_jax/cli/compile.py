@@ -46,6 +46,9 @@ def _run(args: argparse.Namespace, config) -> None:
         ("FLOPs floor", f"{result['flops_floor_seconds'] * 1e3:.1f} ms"),
         ("step time estimate", _estimate(result["estimated_step_seconds"], result["estimate_source"])),
         ("examples / s", f"{result['examples_per_second']:.2f}" if result["examples_per_second"] else "n/a"),
+        ("model FLOPs / chip", f"{result['model_flops_per_step']:.3e} (remat off, XLA attention)"),
+        ("estimated MFU / HFU", " / ".join(f"{v:.1%}" if v is not None else "n/a"
+                                           for v in (result["estimated_mfu"], result["estimated_hfu"]))),
     ]
     if "sample" in result:
         r = result["sample"]

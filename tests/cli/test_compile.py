@@ -38,6 +38,9 @@ def test_tiny_train_step_and_sampler_compile_for_v5e_2x2(tmp_path, capsys):
     assert report["jaxpr_flops_per_step"] < report["xla_flops_per_step"] < 1.5 * report["jaxpr_flops_per_step"]
     assert report["estimated_step_seconds"] >= report["flops_floor_seconds"] > 0
     assert report["estimate_source"] in ("xla", "roofline of xla costs")
+    # Model FLOPs (remat off, XLA attention): the tiny config runs without remat, so they are the jaxpr's count.
+    assert report["model_flops_per_step"] == report["jaxpr_flops_per_step"]
+    assert 0 < report["estimated_mfu"] <= report["estimated_hfu"]
     sample = report["sample"]
     assert sample["fits"] and sample["frames_per_call"] == 8 and sample["estimated_call_seconds"] > 0
     assert "fits" in capsys.readouterr().out
