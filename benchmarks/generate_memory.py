@@ -46,6 +46,8 @@ if old_source:
     module = types.ModuleType("emo_jax.sample.generate")
     module.__file__ = old_source
     exec(compile(open(old_source).read(), old_source, "exec"), module.__dict__)
+    old_generate = module.generate  # restored the checkpoint itself: today's command passes restore_model in
+    module.generate = lambda args, config, restore_model=None: old_generate(args, config)
     sys.modules["emo_jax.sample.generate"] = module
 from emo_jax.cli.generate import main
 status = main(argv)

@@ -7,6 +7,7 @@ known-answer data to draw and how long to train the demo's own VAE.
 import ml_collections
 
 from configs import tiny
+from emo_jax.demo.synthetic import MOUTH
 
 VARIANTS = ("stage1", "stage2")
 
@@ -61,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 32 px frame within a clip, so the portrait's box needs little room beyond itself.
     s.mask_expand = 1.1
 
-    c.eval.lip_sync = True  # the drawn mouths are the colour emo_jax/demo/metrics.py's lip-sync measure reads
+    c.eval.mouth_colour = MOUTH  # the drawn mouths' colour, which the lip-sync measure reads
 
     c.demo = d = ml_collections.ConfigDict()
     d.identities = 5

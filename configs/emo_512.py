@@ -161,7 +161,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ev.fid_every = 1
     ev.fvd_stride = 16
     ev.seed = 0
-    ev.lip_sync = False  # the demo's mouth-colour measure: synthetic demo data only
+    ev.mouth_colour = ()  # RGB of the mouths for the demo's lip-sync measure (synthetic faces only); (): off
     ev.save_videos = True  # <workdir>/eval/<step>/<segment>.mp4: generated beside real
 
     c.mesh = mesh = ml_collections.ConfigDict()

@@ -23,6 +23,7 @@ from emo_jax.eval import fid, fvd, weights
 from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
 from emo_jax.eval.i3d import FRAMES
+from emo_jax.interop.metric_networks import load_extractors
 from emo_jax.paths import require_folder
 
 log = logging.getLogger("emo-eval")
@@ -126,7 +127,7 @@ class _Metric:
 
 def _load(args: argparse.Namespace, devices: list[jax.Device]) -> tuple[dict[str, _Metric], dict[str, str]]:
     """The metrics whose weights are present, and the reason for each that is not."""
-    extractors, missing = weights.load_extractors(args.weights, args.fid_batch, args.fvd_batch, devices)
+    extractors, missing = load_extractors(args.weights, args.fid_batch, args.fvd_batch, devices)
     metrics = {}
     if "FID" in extractors:
         metrics["FID"] = _Metric(fid.new_stats, extractors["FID"], fid.fid)

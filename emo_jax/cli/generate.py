@@ -33,8 +33,9 @@ def _parser() -> ArgumentParser:
 
 def _run(args: argparse.Namespace, config) -> None:
     from emo_jax.sample.generate import generate
+    from emo_jax.train.checkpoint import restore_model
 
-    print(generate(args, config))
+    print(generate(args, config, restore_model))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,8 +13,9 @@ from emo_jax.audio.features import audio_features
 from emo_jax.demo.metrics import continuity, identity_accuracy, mouth_opening, pearson
 from emo_jax.demo.synthetic import loudness_per_frame
 from emo_jax.models.vae_codec import VAECodec
-from emo_jax.sample.generate import detect_face, frame_reference, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference
 from emo_jax.sample.sampler import Sampler
+from emo_jax.train.checkpoint import restore_model
 from emo_jax.video.image import read_image
 from emo_jax.video.io import contact_sheet, write_video
 

@@ -1,47 +1,16 @@
-"""What the demo measures on generated videos: identity, lip sync, and continuity across clip boundaries."""
+"""What the demo measures on generated videos: identity, lip sync, and continuity across clip boundaries (the
+measures themselves are emo_jax/eval/clips.py's; the demo's mouths have one colour, MOUTH)."""
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from emo_jax.demo.synthetic import MOUTH
+from emo_jax.eval import clips
+from emo_jax.eval.clips import continuity, identity_accuracy, pearson
+
+__all__ = ["continuity", "identity_accuracy", "mouth_opening", "pearson"]
 
 
 def mouth_opening(frames_THWC: np.ndarray) -> np.ndarray:
-    """Per frame: how much of the lower half is mouth-coloured (soft count, robust to blur)."""
-    lower = frames_THWC[:, frames_THWC.shape[1] // 2:].astype(np.float32)
-    dist = np.linalg.norm(lower - np.asarray(MOUTH, np.float32), axis=-1)
-    return np.clip(1.0 - dist / 60.0, 0.0, None).sum(axis=(1, 2))
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson correlation; 0 when either side is constant (no signal is no sync)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if a.std() < 1e-9 or b.std() < 1e-9:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _blur(x: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=max(1.0, x.shape[0] / 16))
-
-
-def identity_accuracy(frames_THWC: np.ndarray, own: int, references: list[np.ndarray]) -> float:
-    """Fraction of frames closer (blurred L1) to their own identity's reference than to every other one."""
-    refs = [_blur(r) for r in references]
-    hits = 0
-    for frame in frames_THWC:
-        f = _blur(frame)
-        dists = [float(np.abs(f - r).mean()) for r in refs]
-        hits += int(np.argmin(dists) == own)
-    return hits / max(1, len(frames_THWC))
-
-
-def continuity(frames_THWC: np.ndarray, clip_frames: int) -> tuple[float, float]:
-    """(mean |frame change| across clip boundaries, mean |frame change| inside clips)."""
-    diffs = np.abs(np.diff(frames_THWC.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
-    boundary = np.zeros(len(diffs), bool)
-    boundary[clip_frames - 1::clip_frames] = True  # diff k is between frames k and k + 1
-    inside = diffs[~boundary]
-    return (float(diffs[boundary].mean()) if boundary.any() else float("nan"),
-            float(inside.mean()) if len(inside) else float("nan"))
+    """Per frame: how much of the lower half is the drawn mouth's colour (soft count, robust to blur)."""
+    return clips.mouth_opening(frames_THWC, MOUTH)

@@ -12,6 +12,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from emo_jax.eval.clips import loudness_per_frame
+
 SAMPLE_RATE = 16000
 # Near-black: no skin, hair or background colour comes close, and the eyes and brows lie in the upper half.
 MOUTH = (12, 12, 12)
@@ -67,17 +69,6 @@ def speech_audio(seconds: float, pitch: float, seed: int) -> np.ndarray:
     voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
     noise = 0.01 * rng.standard_normal(n)
     return (0.45 * envelope * voiced / 1.6 + noise).astype(np.float32)
-
-
-def loudness_per_frame(audio: np.ndarray, fps: float, num_frames: int) -> np.ndarray:
-    """RMS of each video frame's audio window, scaled to [0, 1] by the clip's 95th percentile."""
-    out = np.zeros(num_frames, np.float32)
-    for k in range(num_frames):
-        a, b = int(round(k * SAMPLE_RATE / fps)), int(round((k + 1) * SAMPLE_RATE / fps))
-        seg = audio[a:b]
-        out[k] = np.sqrt(np.mean(seg ** 2)) if len(seg) else 0.0
-    scale = np.percentile(out, 95) or 1.0
-    return np.clip(out / scale, 0.0, 1.0)
 
 
 def draw_head(image: np.ndarray, ident: Identity, cx: float, cy: float, mouth_open: float) -> None:

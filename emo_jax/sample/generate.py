@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
+from typing import Any, Callable
 
 import numpy as np
 
@@ -131,40 +132,9 @@ def random_model_params(config, seed: int = 0) -> dict:
     return nn.unbox(init_params(EMO(cfg), seed, example_inputs(cfg, 1, 1, config.model.latent_size)))
 
 
-# How the UNet runs, not what it computes: a checkpoint trained with one setting generates with another.
-EXECUTION_FIELDS = ("attention_impl", "attention_chunk", "attention_min_keys", "remat", "remat_resnets", "remat_policy",
-                    "dtype")
-
-
-def _model_section(config) -> dict:
-    """config.model as JSON (the checkpoint stores its config so, turning tuples into lists), without the
-    UNet's execution settings."""
-    import json
-
-    model = json.loads(config.model.to_json_best_effort())
-    if "speed" in model:  # checkpoints from before the unit was a setting used the one unit there was
-        model["speed"].setdefault("unit", "degrees_per_frame")
-    for name in EXECUTION_FIELDS:
-        model.get("unet", {}).pop(name, None)
-    return model
-
-
-def restore_model(checkpoint: str, config) -> dict:
-    """EMO parameters (EMA) from a training checkpoint whose model section matches `config` (bar execution
-    settings such as the attention implementation, remat and the compute dtype)."""
-    from emo_jax.train.checkpoint import restore_params
-
-    trained_config, params = restore_params(checkpoint, use_ema=True)
-    trained, wanted = _model_section(trained_config), _model_section(config)
-    if trained != wanted:
-        changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
-        raise ConfigError(f"checkpoint {checkpoint!r} was trained with a different model section than --config "
-                          f"(model.{', model.'.join(changed)} differ); pass the config and variant it was trained with")
-    return params
-
-
-def generate(args: argparse.Namespace, config) -> str:
-    """Runs the whole pipeline for parsed arguments; returns a one-line summary.
+def generate(args: argparse.Namespace, config, restore_model: Callable[[str, Any], dict]) -> str:
+    """Runs the whole pipeline for parsed arguments; returns a one-line summary. `restore_model(checkpoint,
+    config)` gives the trained parameters (emo-generate passes emo_jax.train.checkpoint's).
 
     Host memory is the same for any audio length: the audio is decoded again for each pass instead of held, its
     features are computed window by window as the clips need them, and each chunk's frames are written (and the

@@ -26,7 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from emo_jax.errors import CheckpointError
+from emo_jax.errors import CheckpointError, ConfigError
 from emo_jax.paths import require_folder
 from emo_jax.train.state import TrainState, merge
 
@@ -280,3 +280,31 @@ def restore_params(checkpoint_dir: str, step: int | None = None,
             return config, params
 
         return _newest_intact(folder, steps, step, restore_step)
+
+
+# How the UNet runs, not what it computes: a checkpoint trained with one setting generates with another.
+EXECUTION_FIELDS = ("attention_impl", "attention_chunk", "attention_min_keys", "remat", "remat_resnets", "remat_policy",
+                    "dtype")
+
+
+def _model_section(config) -> dict:
+    """config.model as JSON (the checkpoint stores its config so, turning tuples into lists), without the
+    UNet's execution settings."""
+    model = json.loads(config.model.to_json_best_effort())
+    if "speed" in model:  # checkpoints from before the unit was a setting used the one unit there was
+        model["speed"].setdefault("unit", "degrees_per_frame")
+    for name in EXECUTION_FIELDS:
+        model.get("unet", {}).pop(name, None)
+    return model
+
+
+def restore_model(checkpoint: str, config) -> dict:
+    """EMO parameters (EMA) from a training checkpoint whose model section matches `config` (bar execution
+    settings such as the attention implementation, remat and the compute dtype)."""
+    trained_config, params = restore_params(checkpoint, use_ema=True)
+    trained, wanted = _model_section(trained_config), _model_section(config)
+    if trained != wanted:
+        changed = sorted(k for k in set(trained) | set(wanted) if trained.get(k) != wanted.get(k))
+        raise ConfigError(f"checkpoint {checkpoint!r} was trained with a different model section than --config "
+                          f"(model.{', model.'.join(changed)} differ); pass the config and variant it was trained with")
+    return params

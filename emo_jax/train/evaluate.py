@@ -13,7 +13,8 @@ evaluations, so two evaluations differ only by the weights. The generated clips 
                                clip's (emo_jax/demo/metrics.py; needs two clips or more)
     boundary_change,           mean |frame change| across clip boundaries and inside clips: a jump at the
       inside_change            boundaries means the motion frames do not carry the video over
-    lip_sync (eval.lip_sync)   the demo's mouth-colour opening against loudness: synthetic demo data only
+    lip_sync                   with eval.mouth_colour: the share of the lower face in the mouth's colour against
+                               loudness (the demo's measure: its drawn mouths have one colour)
 
 With eval.clips this small, FVD and FID are a tracking signal for one run, not numbers to put beside the paper's
 Table 1 (emo-eval over a full test set is). Under several processes each one generates every P-th clip; feature
@@ -48,7 +49,7 @@ class EvalConfig:
     fid_every: int = 1  # FID on every k-th generated frame
     fvd_stride: int = 16  # FVD windows start every s frames
     seed: int = 0
-    lip_sync: bool = False  # the demo's mouth-colour lip-sync measure (synthetic demo data only)
+    mouth_colour: tuple = ()  # RGB of the mouths for the lip-sync measure (the demo's drawn faces); (): off
     save_videos: bool = True  # <workdir>/eval/<step>/<clip>.mp4, generated | real side by side
 
     def check(self, config: ml_collections.ConfigDict) -> None:
@@ -147,8 +148,9 @@ def frechet_metrics(e: EvalConfig) -> tuple[dict[str, FrechetMetric], dict[str, 
     """({'fvd': ..., 'fid': ...} for the weights files present in e.weights, {name: why not computed})."""
     from emo_jax.eval import fid, fvd, weights
     from emo_jax.eval.fvd import ClipWindows
+    from emo_jax.interop.metric_networks import load_extractors
 
-    extractors, missing = weights.load_extractors(e.weights or weights.DEFAULT_FOLDER)
+    extractors, missing = load_extractors(e.weights or weights.DEFAULT_FOLDER)
 
     def windows(frames):
         cut = ClipWindows(stride=e.fvd_stride)
@@ -235,8 +237,7 @@ class PeriodicEvaluation:
 
     def measure(self, generated: dict[int, np.ndarray], step: int | None = None) -> dict[str, float | None]:
         """Measures of this process's generated clips merged with the other processes'; writes the videos."""
-        from emo_jax.demo.metrics import continuity, identity_accuracy, mouth_opening, pearson
-        from emo_jax.demo.synthetic import loudness_per_frame
+        from emo_jax.eval.clips import continuity, identity_accuracy, loudness_per_frame, mouth_opening, pearson
         from emo_jax.eval.distributed import allgather_stats
         from emo_jax.eval.frechet import frechet_distance_between
 
@@ -249,8 +250,9 @@ class PeriodicEvaluation:
             boundary, inside = continuity(video, f)
             identity = identity_accuracy(video, k, crops) if len(crops) > 1 else np.nan
             sync = np.nan
-            if e.lip_sync:
-                sync = pearson(mouth_opening(video), loudness_per_frame(clip.audio, self.config.data.fps, len(video)))
+            if e.mouth_colour:
+                opening = mouth_opening(video, tuple(e.mouth_colour))
+                sync = pearson(opening, loudness_per_frame(clip.audio, self.config.data.fps, len(video)))
             rows[k] = (identity, boundary, inside, sync)
             for name, m in self.metrics.items():
                 for side, frames in zip(stats[name], (video, clip.frames)):
@@ -270,7 +272,7 @@ class PeriodicEvaluation:
         for column, name in enumerate(("identity_accuracy", "boundary_change", "inside_change", "lip_sync")):
             values = rows[:, column]
             result[name] = float(np.nanmean(values)) if np.isfinite(values).any() else None
-        if not e.lip_sync:
+        if not e.mouth_colour:
             del result["lip_sync"]
         for name, (generated_stats, real_stats) in stats.items():
             a, b = allgather_stats(generated_stats), allgather_stats(real_stats)

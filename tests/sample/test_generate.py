@@ -15,7 +15,8 @@ from emo_jax.cli.generate import main
 from emo_jax.cli.prepare import main as prepare_main
 from emo_jax.config import load_config
 from emo_jax.errors import ConfigError
-from emo_jax.sample.generate import detect_face, frame_reference, load_speed, restore_model
+from emo_jax.sample.generate import detect_face, frame_reference, load_speed
+from emo_jax.train.checkpoint import restore_model
 from emo_jax.video import iter_frames
 from emo_jax.video.image import read_image
 from emo_jax.video.io import read_video, video_info
@@ -157,12 +158,13 @@ def no_models(monkeypatch):
     """Makes loading any encoder or model weights fail the test."""
     import emo_jax.encoders
     import emo_jax.sample.generate as generate_module
+    import emo_jax.train.checkpoint as checkpoint_module
 
     def loaded(*args, **kwargs):
         raise AssertionError("a model was loaded before the output paths were checked")
 
     for module, name in [(emo_jax.encoders, "audio_encoder"), (emo_jax.encoders, "vae"),
-                         (generate_module, "random_model_params"), (generate_module, "restore_model")]:
+                         (generate_module, "random_model_params"), (checkpoint_module, "restore_model")]:
         monkeypatch.setattr(module, name, loaded)
 
 

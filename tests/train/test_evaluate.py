@@ -108,6 +108,10 @@ def test_measures_are_the_frechet_distance_of_the_generated_and_real_clips(prepa
     assert values["fid"] == pytest.approx(distance(list), rel=1e-12)
     assert values["fvd"] == pytest.approx(distance(_windows), rel=1e-12)
     assert values["clips"] == 2 and 0 <= values["identity_accuracy"] <= 1
+    assert "lip_sync" not in values  # off without eval.mouth_colour
+    config.eval.mouth_colour = (12, 12, 12)
+    evaluation.e = eval_config(config)
+    assert -1 <= evaluation.measure(generated)["lip_sync"] <= 1
 
 
 @pytest.mark.parametrize("change, words", [

@@ -1,0 +1,35 @@
+"""The metric networks of emo-eval and emo-train's periodic evaluation, loaded from the weights files in one folder
+(names, digests and fetch commands in emo_jax/eval/weights.py) and wrapped as sharded feature extractors."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from emo_jax.eval import fid, fvd, weights
+from emo_jax.eval.weights import FID_FILE, I3D_FILE, fid_fetch_command, i3d_fetch_command
+
+
+def load_extractors(folder: str, fid_batch: int = 32, fvd_batch: int = 8,
+                    devices: Sequence | None = None) -> tuple[dict, dict[str, str]]:
+    """({'FID': frames -> Inception pool3 features, 'FVD': 16-frame clips -> I3D logits}, each a ShardedExtractor
+    over `devices`, for the weights files present in `folder` (digests checked); {name: 'not computed: <file>
+    missing in <folder>; fetch it with `<command>`'} for each file that is not there)."""
+    # The digests are read from `weights` at each call (tests point them at random files).
+    extractors, missing = {}, {}
+    fid_path = os.path.join(folder, FID_FILE)
+    if os.path.isfile(fid_path):
+        from emo_jax.interop.inception_import import load_fid_inception  # imports torch: only when needed
+
+        module, params = load_fid_inception(fid_path, sha256_prefix=weights.FID_SHA256_PREFIX)
+        extractors["FID"] = fid.inception_extractor(module, params, fid_batch, devices)
+    else:
+        missing["FID"] = f"not computed: {FID_FILE} missing in {folder}; fetch it with `{fid_fetch_command(folder)}`"
+    i3d_path = os.path.join(folder, I3D_FILE)
+    if os.path.isfile(i3d_path):
+        from emo_jax.interop.i3d_import import load_i3d
+
+        module, params = load_i3d(i3d_path, sha256=weights.I3D_SHA256)
+        extractors["FVD"] = fvd.i3d_extractor(module, params, fvd_batch, devices)
+    else:
+        missing["FVD"] = f"not computed: {I3D_FILE} missing in {folder}; fetch it with `{i3d_fetch_command(folder)}`"
+    return extractors, missing
