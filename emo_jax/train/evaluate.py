@@ -193,7 +193,7 @@ class PeriodicEvaluation:
         self.metrics = metrics
         for name, why in self.missing.items():
             log.warning("periodic evaluation: %s %s", name, why)
-        self._references = None
+        self._real_stats: dict | None = None  # the real clips' features do not change: extracted once
 
     def due(self, step: int) -> bool:
         return bool(self.e.every) and step % self.e.every == 0
@@ -244,7 +244,8 @@ class PeriodicEvaluation:
         e, f = self.e, self.config.model.clip_frames
         crops = [c.frames[0] for c in self.clips]
         rows = np.full((len(self.clips), 4), np.nan)  # identity, boundary, inside, lip sync per clip
-        stats = {name: (m.new_stats(), m.new_stats()) for name, m in self.metrics.items()}
+        generated_stats = {name: m.new_stats() for name, m in self.metrics.items()}
+        real_stats = {name: m.new_stats() for name, m in self.metrics.items()} if self._real_stats is None else None
         for k, video in generated.items():
             clip = self.clips[k]
             boundary, inside = continuity(video, f)
@@ -255,7 +256,8 @@ class PeriodicEvaluation:
                 sync = pearson(opening, loudness_per_frame(clip.audio, self.config.data.fps, len(video)))
             rows[k] = (identity, boundary, inside, sync)
             for name, m in self.metrics.items():
-                for side, frames in zip(stats[name], (video, clip.frames)):
+                sides = [(generated_stats[name], video)] + ([(real_stats[name], clip.frames)] if real_stats else [])
+                for side, frames in sides:
                     items = m.items(frames)
                     if items:
                         side.add(m.extract(np.stack(items)))
@@ -274,8 +276,10 @@ class PeriodicEvaluation:
             result[name] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         if not e.mouth_colour:
             del result["lip_sync"]
-        for name, (generated_stats, real_stats) in stats.items():
-            a, b = allgather_stats(generated_stats), allgather_stats(real_stats)
+        if real_stats is not None:
+            self._real_stats = {name: allgather_stats(stats) for name, stats in real_stats.items()}
+        for name, stats in generated_stats.items():
+            a, b = allgather_stats(stats), self._real_stats[name]
             result[name] = frechet_distance_between(a, b) if min(a.count, b.count) >= 2 else None
         result["clips"] = len(self.clips)
         return result
