@@ -1,6 +1,6 @@
 """The segment record stored in ArrayRecord shards: fields, version, and its msgpack serialisation.
 
-One record = one video segment (3-12 s, one shot, face visible throughout), schema version 2:
+One record = one video segment (3-12 s, one shot, face visible throughout), schema version 3:
 
     version            int      SCHEMA_VERSION of the writer
     source             str      input path as given to emo-prepare
@@ -12,7 +12,8 @@ One record = one video segment (3-12 s, one shot, face visible throughout), sche
     face_boxes         f32 [T, 4]  per-frame face box (x0, y0, x1, y1) in frame pixels, temporally smoothed
     crop_box           f32 [4]  the segment's fixed crop window (x0, y0, x1, y1) in displayed source pixels
     face_mask          u8 [size, size]  1 inside the union of the segment's face boxes (face locator input)
-    speed              f32 [T]  head-rotation speed proxy per frame (see data_pipeline/speed.py for units)
+    speed              f32 [T]  head-rotation speed per frame, in the unit of `speed_estimator` (data_pipeline/speed.py
+                                UNITS: "head_pose" gives degrees per frame, the model's unit)
     speed_estimator    str      name of the estimator that produced `speed`
     audio              f32 [N]  mono audio, N = round(T / fps * audio_sample_rate); frame t owns samples
                                 [round(t * sr / fps), round((t + 1) * sr / fps))
@@ -24,9 +25,16 @@ One record = one video segment (3-12 s, one shot, face visible throughout), sche
     latents            f16 [T, h, w, C] or None   (v2) VAE posterior mean * scaling factor of every frame,
                                 encoded from the decoded `frames_jpeg` (what the loader shows), h = w = size / the
                                 VAE's downsampling factor (8 for SD's VAE)
+    landmarks          f16 [T, 468, 3] or None   (v3) MediaPipe Face Mesh points in frame pixels (x, y; z is depth
+                                in the same scale, relative to the face), NaN rows where the mesh lost the face
+    head_pose          f32 [T, 6] or None   (v3) yaw, pitch, roll in degrees and translation x, y (frame pixels),
+                                z (relative) of the head, from the landmarks (data_pipeline/head_pose.py); NaN where lost
+    lip_mask           u8 [size, size] or None   (v3) 1 inside the union over the segment's frames of the hull of
+                                the lip landmarks (Hallo-style masked audio attention can weight the mouth with it)
 
-Version 1 is version 2 without the last two keys; it still decodes (with both None). None fields are msgpack
-nil: emo-prepare computes them only when given --wav2vec / --vae.
+Version 1 is version 2 without audio_features and latents; version 2 is version 3 without the last three keys.
+Both still decode, with the missing fields None. None fields are msgpack nil: emo-prepare computes the encoder
+fields only when given --wav2vec / --vae, and the landmark fields only with the head_pose speed estimator.
 
 Serialisation: a msgpack map with exactly these keys. Arrays are maps {"dtype", "shape", "data"} holding
 little-endian raw bytes, so a record decodes with msgpack and numpy alone, in any language with msgpack,
@@ -42,12 +50,14 @@ import numpy as np
 
 from emo_jax.errors import SchemaError
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 _ARRAY_FIELDS = {"face_boxes": np.float32, "crop_box": np.float32, "face_mask": np.uint8, "speed": np.float32,
                  "audio": np.float32}
-_OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16}  # new in version 2
+_OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16,  # new in version 2
+                          "landmarks": np.float16, "head_pose": np.float32, "lip_mask": np.uint8}  # version 3
+_ADDED_IN = {"audio_features": 2, "latents": 2, "landmarks": 3, "head_pose": 3, "lip_mask": 3}
 
 
 @dataclasses.dataclass
@@ -69,6 +79,9 @@ class SegmentRecord:
     audio_sample_rate: int
     audio_features: np.ndarray | None = None
     latents: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    head_pose: np.ndarray | None = None
+    lip_mask: np.ndarray | None = None
     version: int = SCHEMA_VERSION
 
     @property
@@ -109,6 +122,12 @@ def _check(record: SegmentRecord) -> None:
     if record.latents is not None:
         shape = record.latents.shape
         assert len(shape) == 4 and shape[0] == t and shape[1] == shape[2] and s % shape[1] == 0, shape
+    if record.landmarks is not None:
+        assert record.landmarks.shape == (t, 468, 3), record.landmarks.shape
+    if record.head_pose is not None:
+        assert record.head_pose.shape == (t, 6), record.head_pose.shape
+    if record.lip_mask is not None:
+        assert record.lip_mask.shape == (s, s), record.lip_mask.shape
 
 
 def encode_record(record: SegmentRecord) -> bytes:
@@ -137,8 +156,7 @@ def decode_record(data: bytes) -> SegmentRecord:
             "re-run emo-prepare with this emo-jax version, or use the emo-jax version that wrote the shards"
         )
     expected = {f.name for f in dataclasses.fields(SegmentRecord)}
-    if version == 1:
-        expected -= set(_OPTIONAL_ARRAY_FIELDS)
+    expected -= {name for name, added in _ADDED_IN.items() if added > version}
     if set(fields) != expected:
         raise SchemaError(f"record fields {sorted(fields)} differ from schema v{version} {sorted(expected)}")
     for name in _ARRAY_FIELDS:

@@ -62,13 +62,32 @@ def test_version_2_fields_roundtrip_as_float16():
     assert decode_record(encode_record(_record())).latents is None
 
 
-def test_version_1_records_still_decode():
+def test_version_3_landmark_fields_roundtrip():
+    record = _record()
+    record.landmarks = np.linspace(-40, 500, 3 * 468 * 3, dtype=np.float32).reshape(3, 468, 3)
+    record.landmarks[1] = np.nan  # a frame where the mesh lost the face
+    record.head_pose = np.arange(18, dtype=np.float32).reshape(3, 6) - 9.5
+    record.lip_mask = np.eye(8, dtype=np.uint8)
+    back = decode_record(encode_record(record))
+    assert back.landmarks.dtype == np.float16 and np.isnan(back.landmarks[1]).all()
+    np.testing.assert_allclose(back.landmarks, record.landmarks, atol=0.25)  # f16 spacing at 256-512 px
+    np.testing.assert_array_equal(back.head_pose, record.head_pose)
+    np.testing.assert_array_equal(back.lip_mask, record.lip_mask)
+    bare = decode_record(encode_record(_record()))
+    assert bare.landmarks is None and bare.head_pose is None and bare.lip_mask is None
+
+
+@pytest.mark.parametrize("version, missing", [(1, ("audio_features", "latents", "landmarks", "head_pose",
+                                                    "lip_mask")),
+                                              (2, ("landmarks", "head_pose", "lip_mask"))])
+def test_older_versions_still_decode(version, missing):
     fields = msgpack.unpackb(encode_record(_record()))
-    del fields["audio_features"], fields["latents"]
-    fields["version"] = 1
+    for name in missing:
+        del fields[name]
+    fields["version"] = version
     back = decode_record(msgpack.packb(fields, use_bin_type=True))
-    assert back.version == 1 and back.audio_features is None and back.latents is None
+    assert back.version == version and all(getattr(back, name) is None for name in missing)
     np.testing.assert_array_equal(back.audio, _record().audio)
-    fields["latents"] = None  # a version 1 record has no place for it
-    with pytest.raises(SchemaError, match="v1"):
+    fields[missing[-1]] = None  # an older record has no place for it
+    with pytest.raises(SchemaError, match=f"v{version}"):
         decode_record(msgpack.packb(fields, use_bin_type=True))
