@@ -10,7 +10,7 @@ import numpy as np
 
 from data_pipeline.crop import Framing, frame_face, smooth_boxes
 from data_pipeline.encoders import SegmentEncoders
-from data_pipeline.faces import ANALYSIS_SIDE, HaarFaceDetector, analysis_frame, track_faces
+from data_pipeline.faces import ANALYSIS_SIDE, DETECTORS, FaceDetector, analysis_frame, detection_frame, track_faces
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
@@ -32,9 +32,10 @@ class PrepareConfig:
     max_seconds: float = 12.0
     shot_threshold: float = 0.4
     jpeg_quality: int = 95
+    detector: str = "blazeface_full"  # data_pipeline/faces.py DETECTORS
     speed_estimator: str = "flow"
-    # Detection, cuts and speed run on grey frames this long (~60 KB per frame kept); emo-generate detects on
-    # portraits at the default.
+    # Cuts and image-motion speeds run on grey frames this long (~60 KB per frame kept); the Haar detector runs on
+    # RGB frames this long too (BlazeFace on its own input side); emo-generate detects on portraits at the default.
     analysis_side: int = ANALYSIS_SIDE
     audio_sample_rate: int = 16000
     audio_window_seconds: float = 30.0  # wav2vec2's window on long audio: config.audio.window_seconds
@@ -60,6 +61,8 @@ class PrepareConfig:
         if self.detect_every < 1 or self.face_expand < 1:
             raise ValueError(f"--detect-every must be >= 1 and --face-expand >= 1, got "
                              f"{self.detect_every}, {self.face_expand}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"--detector {self.detector!r} is unknown; choose one of {list(DETECTORS)}")
         if self.speed_estimator not in ESTIMATORS:
             raise ValueError(
                 f"--speed-estimator {self.speed_estimator!r} is unknown; choose one of {sorted(ESTIMATORS)}")
@@ -93,14 +96,27 @@ def _aligned_audio(path: str, audio_offset: float, num_frames: int, cfg: Prepare
     return np.pad(audio, (0, max(0, needed - len(audio)))), padded
 
 
-def _analysis_frames(path: str, cfg: PrepareConfig) -> tuple[list[np.ndarray], float, tuple[int, int]]:
-    """Small grey frames at the target fps, their scale relative to the source, and the source (width, height)."""
-    grays, scale, source_size = [], 1.0, (0, 0)
+@dataclasses.dataclass
+class _Analysis:
+    """Pass 1's small copies of every frame at the target fps: grey ones (cuts, image-motion speed) and the RGB
+    ones the face detector runs on, with their scales relative to the source, and the source (width, height)."""
+
+    grays: list[np.ndarray]
+    scale: float
+    detection: list[np.ndarray]
+    detection_scale: float
+    source_size: tuple[int, int]
+
+
+def _analysis_frames(path: str, cfg: PrepareConfig, detector: FaceDetector) -> _Analysis:
+    out = _Analysis([], 1.0, [], 1.0, (0, 0))
     for frame in iter_frames(path, cfg.fps):
-        gray, scale = analysis_frame(frame, cfg.analysis_side)
-        grays.append(gray)
-        source_size = frame.shape[1], frame.shape[0]
-    return grays, scale, source_size
+        gray, out.scale = analysis_frame(frame, cfg.analysis_side)
+        small, out.detection_scale = detection_frame(frame, detector, cfg.analysis_side)
+        out.grays.append(gray)
+        out.detection.append(small)
+        out.source_size = frame.shape[1], frame.shape[0]
+    return out
 
 
 @dataclasses.dataclass
@@ -113,14 +129,17 @@ class _Plan:
     speed: np.ndarray
 
 
-def _plan_segments(path: str, cfg: PrepareConfig, detector: HaarFaceDetector,
+def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
                    estimator: SpeedEstimator) -> tuple[list[_Plan], int]:
     """Pass 1: analysis of the whole video; returns the segment plans and the number of frames."""
-    grays, scale, (width, height) = _analysis_frames(path, cfg)
+    analysis = _analysis_frames(path, cfg, detector)
+    grays, scale, (width, height) = analysis.grays, analysis.scale, analysis.source_size
     if len(grays) < cfg.min_seconds * cfg.fps:
         raise SkipInput("too_short", f"{len(grays) / cfg.fps:.2f} s at {cfg.fps} fps < --min-seconds {cfg.min_seconds}")
     starts = shot_starts(grays, cfg.shot_threshold)
-    boxes = track_faces(grays, starts, detector, cfg.detect_every, max_gap=2 * cfg.detect_every)
+    boxes = track_faces(analysis.detection, starts, detector, cfg.detect_every, max_gap=2 * cfg.detect_every)
+    boxes *= scale / analysis.detection_scale  # into the grey frames' pixels
+    del analysis
     has_face = np.isfinite(boxes[:, 0])
     if not has_face.any():
         raise SkipInput("no_face", f"no face found by {detector.name} in {len(grays)} frames")
@@ -144,7 +163,7 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def extract_segments(
-    path: str, cfg: PrepareConfig, detector: HaarFaceDetector, estimator: SpeedEstimator, encoders: SegmentEncoders,
+    path: str, cfg: PrepareConfig, detector: FaceDetector, estimator: SpeedEstimator, encoders: SegmentEncoders,
     handled: list[str],
 ) -> Iterator[SegmentRecord]:
     """Yields the input's segment records in time order; raises SkipInput for inputs that give none.

@@ -1,29 +1,61 @@
-"""Offline face detection (OpenCV Haar cascade) on every k-th frame, with interpolation between detections."""
+"""Offline face detection on every k-th frame, with interpolation between detections.
+
+Detectors (emo-prepare's --detector, emo-generate's too), each called on a uint8 RGB frame and returning boxes
+[N, 4] (x0, y0, x1, y1) in its pixels:
+- "blazeface_full" (default) and "blazeface_short": MediaPipe's BlazeFace (data_pipeline/blazeface.py), the
+  detector EMO labelled its data with. On real portraits and talking-head footage it is ~11x faster than Haar
+  per frame and finds rotated and small faces that Haar misses (benchmarks/faces.py);
+- "haar": OpenCV's frontal-face Haar cascade, the detector before BlazeFace; it needs no model files, so it stays
+  for runs without them (the CPU demo draws its faces frontal and upright).
+"""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
+
+from emo_jax.errors import ConfigError
 
 _CASCADE = "haarcascade_frontalface_default.xml"
 # Longer side of the grey frames detection runs on (emo-prepare's --analysis-side default, emo-generate's too).
 ANALYSIS_SIDE = 320
 
 
+def shrink(frame_HW3: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """(the frame with its longer side at most `side` pixels, by area averaging; its scale relative to the frame)."""
+    h, w = frame_HW3.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1.0:
+        frame_HW3 = cv2.resize(frame_HW3, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return frame_HW3, scale
+
+
 def analysis_frame(frame_HW3: np.ndarray, side: int = ANALYSIS_SIDE) -> tuple[np.ndarray, float]:
-    """(uint8 grey copy of the RGB frame, its longer side at most `side` pixels; its scale relative to the frame).
+    """(uint8 grey copy of the RGB frame, its longer side at most `side` pixels; its scale relative to the frame):
+    what emo-prepare finds cuts and measures image motion on."""
+    small, scale = shrink(frame_HW3, side)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), scale
+
+
+def detection_frame(frame_HW3: np.ndarray, detector: "FaceDetector",
+                    side: int = ANALYSIS_SIDE) -> tuple[np.ndarray, float]:
+    """(the RGB copy of a frame that `detector` runs on, its scale relative to the frame): shrunk to the detector's
+    own input side where it has one (BlazeFace sees no more than that), else to `side`.
 
     emo-prepare's video frames and emo-generate's portrait go through this one copy, so the same picture gives
     the same face box to both.
     """
-    h, w = frame_HW3.shape[:2]
-    scale = min(1.0, side / max(h, w))
-    gray = cv2.cvtColor(frame_HW3, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-    return gray, scale
+    return shrink(frame_HW3, getattr(detector, "input_side", None) or side)
+
+
+class FaceDetector(Protocol):
+    """Maps a uint8 RGB frame to face boxes [N, 4] (x0, y0, x1, y1) in its pixels."""
+
+    name: str
+
+    def __call__(self, rgb_HW3: np.ndarray) -> np.ndarray: ...
 
 
 class HaarFaceDetector:
@@ -45,14 +77,41 @@ class HaarFaceDetector:
         self._min_size_fraction = min_size_fraction
         self._min_neighbors = min_neighbors
 
-    def __call__(self, gray: np.ndarray) -> np.ndarray:
-        """Face boxes [N, 4] (x0, y0, x1, y1) in pixels of the uint8 grey image."""
+    def __call__(self, rgb_HW3: np.ndarray) -> np.ndarray:
+        """Face boxes [N, 4] (x0, y0, x1, y1) in pixels of the uint8 RGB image."""
+        gray = cv2.cvtColor(rgb_HW3, cv2.COLOR_RGB2GRAY)
         side = max(24, int(self._min_size_fraction * min(gray.shape)))
         found = self._cascade.detectMultiScale(
             cv2.equalizeHist(gray), scaleFactor=1.1, minNeighbors=self._min_neighbors, minSize=(side, side))
         boxes = np.asarray(found, dtype=np.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         return boxes
+
+
+def require_litert(what: str) -> None:
+    """Raises ConfigError when ai-edge-litert, which runs MediaPipe's models, is not installed."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{what} runs MediaPipe's model on ai-edge-litert, which is not installed: pip install -c "
+                          "constraints.txt -e '.[faces]' (then python -m data_pipeline.face_models), or choose "
+                          "--detector haar / --speed-estimator flow") from None
+
+
+DETECTORS = ("blazeface_full", "blazeface_short", "haar")
+
+
+def make_detector(name: str, threads: int = 1) -> FaceDetector:
+    """The detector registered under `name` (DETECTORS); BlazeFace's model files come from
+    data_pipeline/face_models.py's folder ($EMO_JAX_FACE_MODELS)."""
+    if name == "haar":
+        return HaarFaceDetector()
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {list(DETECTORS)}")
+    require_litert(f"the {name} face detector")
+    from data_pipeline.blazeface import BlazeFaceDetector
+
+    return BlazeFaceDetector(name.removeprefix("blazeface_"), threads=threads)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -81,9 +140,9 @@ def _pick(boxes: np.ndarray, previous: np.ndarray | None) -> np.ndarray | None:
 
 
 def track_faces(
-    gray_frames: Sequence[np.ndarray],
+    frames: Sequence[np.ndarray],
     shot_starts: Sequence[int],
-    detector: HaarFaceDetector,
+    detector: FaceDetector,
     every: int,
     max_gap: int,
 ) -> np.ndarray:
@@ -93,7 +152,7 @@ def track_faces(
     two detections at most `max_gap` frames apart are linearly interpolated (so one missed detection is
     bridged), and each detection also holds for `every // 2` frames either side. Nothing crosses a shot change.
     """
-    n = len(gray_frames)
+    n = len(frames)
     boxes = np.full((n, 4), np.nan, np.float32)
     bounds = sorted(set(shot_starts) | {0}) + [n]
     for start, end in zip(bounds[:-1], bounds[1:]):
@@ -101,7 +160,7 @@ def track_faces(
         found: dict[int, np.ndarray] = {}
         previous = None
         for k in keys:
-            box = _pick(detector(gray_frames[k]), previous)
+            box = _pick(detector(frames[k]), previous)
             if box is not None:
                 found[k] = previous = box
         detected = sorted(found)

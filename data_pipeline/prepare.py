@@ -41,7 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
-from data_pipeline.faces import HaarFaceDetector
+from data_pipeline.faces import FaceDetector, make_detector
 from data_pipeline.schema import SCHEMA_VERSION, encode_record
 from data_pipeline.speed import SpeedEstimator, make_speed_estimator
 from emo_jax.errors import UsageError
@@ -81,15 +81,15 @@ def _write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-_TOOLS: dict[tuple[str, str, str], tuple[HaarFaceDetector, SpeedEstimator, SegmentEncoders]] = {}
+_TOOLS: dict[tuple[str, ...], tuple[FaceDetector, SpeedEstimator, SegmentEncoders]] = {}
 
 
-def _tools(cfg: PrepareConfig) -> tuple[HaarFaceDetector, SpeedEstimator, SegmentEncoders]:
+def _tools(cfg: PrepareConfig) -> tuple[FaceDetector, SpeedEstimator, SegmentEncoders]:
     """Detector, speed estimator and encoders, built once per worker process for the run's settings."""
-    key = (cfg.speed_estimator, cfg.wav2vec, cfg.vae)
+    key = (cfg.detector, cfg.speed_estimator, cfg.wav2vec, cfg.vae)
     if key not in _TOOLS:
         _TOOLS.clear()  # another run's encoders in this process: free them before loading these
-        _TOOLS[key] = (HaarFaceDetector(), make_speed_estimator(cfg.speed_estimator),
+        _TOOLS[key] = (make_detector(cfg.detector), make_speed_estimator(cfg.speed_estimator),
                        SegmentEncoders(cfg.wav2vec, cfg.vae))
     return _TOOLS[key]
 
@@ -205,6 +205,7 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     """Processes every input without a done-marker, then writes and returns the manifest."""
     cfg = cfg.with_absolute_paths()
     cfg.validate()
+    make_detector(cfg.detector)  # a missing model file or package stops the run here, before the output is touched
     for sub in ("shards", "done"):
         os.makedirs(os.path.join(output, sub), exist_ok=True)
     with output_lock(output):

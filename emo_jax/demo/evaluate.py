@@ -49,7 +49,7 @@ class Generator:
     def reference(self, portrait_path: str) -> tuple[np.ndarray, np.ndarray]:
         """(reference crop [S, S, 3] as the model sees it, face mask) of a portrait file, as emo-generate makes them."""
         image, c = read_image(portrait_path), self.config
-        return frame_reference(image, detect_face(image, portrait_path), c.data.size, c.data.face_expand,
+        return frame_reference(image, detect_face(image, portrait_path, "haar"), c.data.size, c.data.face_expand,
                                c.sample.mask_expand)
 
     def frames(self, reference: np.ndarray, mask: np.ndarray, audio: np.ndarray, seed: int) -> np.ndarray:

@@ -61,10 +61,12 @@ def demo_configs(quick: bool) -> dict[str, ml_collections.ConfigDict]:
 
 def prepare_config(config: ml_collections.ConfigDict, wav2vec: str = "", vae: str = ""):
     """emo-prepare's settings for the demo videos: the config's frame rate, crop size and framing, one segment per
-    video."""
+    video; the Haar detector and the image-motion speed, which need no model files (the demo reads no weights and
+    no network; it trains no speed layers)."""
     from data_pipeline.extract import PrepareConfig
 
     return PrepareConfig(fps=config.data.fps, size=config.data.size, min_seconds=2.0, max_seconds=12.0,
+                         detector="haar", speed_estimator="flow",
                          face_expand=config.data.face_expand, audio_sample_rate=config.audio.sample_rate,
                          audio_window_seconds=config.audio.window_seconds, wav2vec=wav2vec, vae=vae)
 

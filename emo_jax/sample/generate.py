@@ -28,13 +28,14 @@ def parse_face_box(text: str) -> np.ndarray:
     return box
 
 
-def detect_face(image_HW3: np.ndarray, path: str) -> np.ndarray:
-    """The largest face box (x0, y0, x1, y1) the Haar cascade finds, in image pixels, found on the grey copy
-    emo-prepare detects on."""
-    from data_pipeline.faces import HaarFaceDetector, analysis_frame, largest
+def detect_face(image_HW3: np.ndarray, path: str, detector: str = "blazeface_full") -> np.ndarray:
+    """The largest face box (x0, y0, x1, y1) `detector` (data_pipeline/faces.py DETECTORS) finds, in image pixels,
+    found on the copy emo-prepare detects on."""
+    from data_pipeline.faces import detection_frame, largest, make_detector
 
-    gray, scale = analysis_frame(image_HW3)
-    boxes = HaarFaceDetector()(gray) / scale
+    found = make_detector(detector)
+    small, scale = detection_frame(image_HW3, found)
+    boxes = found(small) / scale
     if not len(boxes):
         raise ValueError(f"no face found in {path!r}; pass the face region yourself with --face-box x0,y0,x1,y1 "
                          "(pixels of the image)")
@@ -172,7 +173,7 @@ def generate(args: argparse.Namespace, config, restore_model: Callable[[str, Any
                           "none (use a stage3 config)")
 
     image = read_image(args.image)
-    box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image)
+    box = parse_face_box(args.face_box) if args.face_box else detect_face(image, args.image, args.detector)
     reference, mask = frame_reference(image, box, config.data.size, config.data.face_expand, s.mask_expand)
     audio = open_audio(args.audio)
     num_frames = check_audio_length(audio.num_samples, fps, args.audio)  # before any model is loaded or compiled

@@ -10,7 +10,7 @@ from array_record.python.array_record_module import ArrayRecordReader
 
 import data_pipeline.prepare as prepare_module
 from data_pipeline.prepare import input_id, prepare
-from data_pipeline.schema import decode_jpeg, decode_record
+from data_pipeline.schema import SCHEMA_VERSION, decode_jpeg, decode_record
 from emo_jax.cli.prepare import main
 from emo_jax.audio.features import audio_features
 from emo_jax.interop.vae_import import load_vae
@@ -70,7 +70,7 @@ def test_latents_encode_the_decoded_jpeg_frames(encoded):
 def test_encoder_folders_are_recorded_settings(encoded, tmp_path):
     inputs, output, wav2vec, vae = encoded
     recorded = json.loads((output / "config.json").read_text())
-    assert (recorded["wav2vec"], recorded["vae"], recorded["schema_version"]) == (wav2vec, vae, 2)
+    assert (recorded["wav2vec"], recorded["vae"], recorded["schema_version"]) == (wav2vec, vae, SCHEMA_VERSION)
     with pytest.raises(ValueError, match=r"\(vae\)"):
         prepare([inputs["still"]], str(output), dataclasses.replace(TEST_CONFIG, wav2vec=wav2vec))
 

@@ -1,19 +1,29 @@
-"""Tests for data_pipeline/faces.py: the Haar cascade finds the synthetic face; tracking fills between detections."""
-import cv2
+"""Tests for data_pipeline/faces.py: every detector finds the synthetic face on the frame copy it is given;
+tracking fills between detections."""
 import numpy as np
+import pytest
 
-from data_pipeline.faces import HaarFaceDetector, track_faces
+from data_pipeline.faces import DETECTORS, detection_frame, make_detector, track_faces
 from synthetic_videos import draw_face
 
 
-def test_haar_detects_the_synthetic_face_where_it_is():
-    image = np.full((128, 128, 3), 90, np.uint8)
-    draw_face(image, 70, 60, 24)
-    boxes = HaarFaceDetector()(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
-    assert len(boxes) == 1
+@pytest.mark.parametrize("name", DETECTORS)
+def test_each_detector_finds_the_synthetic_face_where_it_is(name):
+    image = np.full((360, 640, 3), 90, np.uint8)
+    draw_face(image, 400, 170, 60)
+    detector = make_detector(name)
+    small, scale = detection_frame(image, detector)
+    assert max(small.shape[:2]) == round(640 * scale) and small.shape[2] == 3
+    boxes = detector(small) / scale
+    assert len(boxes) == 1, boxes
     x0, y0, x1, y1 = boxes[0]
-    assert x0 < 70 < x1 and y0 < 60 < y1 and 30 < x1 - x0 < 80
-    assert len(HaarFaceDetector()(np.full((128, 128), 90, np.uint8))) == 0
+    assert x0 < 400 < x1 and y0 < 170 < y1 and 70 < x1 - x0 < 200
+    assert len(detector(np.full_like(small, 90))) == 0
+
+
+def test_an_unknown_detector_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="blazeface_full"):
+        make_detector("mtcnn")
 
 
 class _ScriptedDetector:

@@ -17,6 +17,7 @@ from emo_jax.cli.prepare import main
 from emo_jax.errors import UsageError
 
 SKIN_RGB = np.array([230, 200, 180])
+MOUTH_RGB = np.array([120, 50, 60])
 
 
 def _records(output, source):
@@ -102,9 +103,13 @@ def test_union_mask_covers_the_face_in_every_frame(prepared, role):
     inputs, output, _ = prepared
     (record,) = _records(output, inputs[role])
     for t in range(0, record.num_frames, 10):
-        skin = np.abs(_rgb(record.frames_jpeg[t]).astype(int) - SKIN_RGB).sum(-1) < 40
-        assert skin.sum() > 100
-        assert record.face_mask[skin].mean() > 0.97
+        frame = _rgb(record.frames_jpeg[t]).astype(int)
+        skin = np.abs(frame - SKIN_RGB).sum(-1) < 40
+        mouth = np.abs(frame - MOUTH_RGB).sum(-1) < 40
+        assert skin.sum() > 100 and mouth.sum() > 10
+        # BlazeFace's box (the paper's) runs from the brows to below the mouth: the drawn oval's top and bottom
+        # edges stay outside, the features never.
+        assert record.face_mask[skin].mean() > 0.9 and record.face_mask[mouth].mean() > 0.99
     if role != "moving":
         assert record.face_mask.mean() < 0.5  # a still face gets a tight mask, not the whole frame
 

@@ -11,7 +11,7 @@ from array_record.python.array_record_module import ArrayRecordReader  # noqa: E
 
 from data_pipeline.loader import LoaderConfig, make_dataset  # noqa: E402
 from data_pipeline.prepare import input_id  # noqa: E402
-from data_pipeline.schema import decode_record, encode_record  # noqa: E402
+from data_pipeline.schema import SCHEMA_VERSION, decode_record, encode_record  # noqa: E402
 from data_pipeline.tfds_builder import EmoSegments, EmoSegmentsConfig, tfds_records  # noqa: E402
 from synthetic_videos import TEST_CONFIG  # noqa: E402
 
@@ -31,7 +31,7 @@ def test_tfds_dataset_holds_the_emo_prepare_records_and_feeds_the_loader(prepare
     builder = _build(tmp_path / "tfds", manual, TEST_CONFIG)
     assert builder.info.splits["train"].num_examples == 3
     assert builder.info.metadata["skipped_counts"] == {"no_face": 1}
-    assert list((tmp_path / "tfds" / "emo_segments" / "tiny64" / "2.0.0").glob("*.array_record-*"))
+    assert list((tmp_path / "tfds" / "emo_segments" / "tiny64" / f"{SCHEMA_VERSION}.0.0").glob("*.array_record-*"))
 
     records = tfds_records(str(tmp_path / "tfds"), "tiny64")
     got = {(r.source, r.segment_index): data for data in (records[i] for i in range(len(records)))
