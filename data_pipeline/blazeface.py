@@ -150,6 +150,7 @@ class BlazeFaceDetector:
 
         self.name = f"blazeface_{model}"
         self._model = MODELS[model]
+        self.input_side = self._model.size  # the model sees no more pixels than this a side
         self._min_score = min_score
         self._interpreter = Interpreter(model_path=model_path(self._model.file, folder), num_threads=threads)
         self._interpreter.allocate_tensors()
