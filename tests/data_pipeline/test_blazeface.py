@@ -29,6 +29,11 @@ def test_anchor_counts_and_grids():
     np.testing.assert_allclose(full[[0, 1, 48]], [[0.5 / 48, 0.5 / 48], [1.5 / 48, 0.5 / 48], [0.5 / 48, 1.5 / 48]])
 
 
+def test_names_and_input_sides(detectors):
+    assert (detectors["short"].name, detectors["short"].input_side) == ("blazeface_short", 128)
+    assert (detectors["full"].name, detectors["full"].input_side) == ("blazeface_full", 192)
+
+
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="'full'.*'short'"):
         BlazeFaceDetector("medium")
