@@ -163,7 +163,8 @@ class BlazeFaceDetector:
     def decode(self, regressors: np.ndarray, classificators: np.ndarray,
                box: Letterbox) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw outputs ([A, 16] or [1, A, 16]; [A, 1], [1, A, 1] or [A]) -> (boxes [N, 4], keypoints [N, 6, 2],
-        scores [N]) in pixels of the letterboxed image, after the score threshold and weighted NMS."""
+        scores [N]) in pixels of the image `box` places, after the score threshold and weighted NMS, clipped to the
+        image; a box left with no area inside it (a detection on the border) is dropped."""
         side = self._model.size
         raw = np.asarray(regressors, np.float64).reshape(-1, 16)
         logits = np.clip(np.asarray(classificators, np.float64).reshape(-1), -SCORE_CLIP, SCORE_CLIP)
@@ -179,7 +180,8 @@ class BlazeFaceDetector:
         limit = np.array([box.width, box.height], np.float64)
         corners = np.clip(box.to_image(boxes.reshape(-1, 2, 2)), 0, limit).reshape(-1, 4)
         keypoints = np.clip(box.to_image(keypoints), 0, limit)
-        return corners.astype(np.float32), keypoints.astype(np.float32), scores
+        inside = (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])
+        return corners[inside].astype(np.float32), keypoints[inside].astype(np.float32), scores[inside]
 
     def detect(self, rgb_HW3: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces in a uint8 RGB image: boxes [N, 4] (x0, y0, x1, y1), keypoints [N, 6, 2] (KEYPOINTS order), both

@@ -92,12 +92,15 @@ def test_decode_returns_the_planted_box_and_keypoints_in_image_pixels(detectors,
     np.testing.assert_allclose(scores, [1 / (1 + np.exp(-2.0))], rtol=1e-6)
 
 
-def test_decode_clips_to_the_image(detectors):
+def test_decode_clips_to_the_image_and_drops_boxes_outside_it(detectors):
     # Landscape 180x320 in the short model: the box reaches into the top band and past the right edge.
     box = np.array([280.0, -20.0, 340.0, 40.0])
     keypoints = np.tile([[300.0, -5.0]], (6, 1))
-    raw, logits = _plant(detectors["short"], 128, 0.4, 0, 28, {300: (box, keypoints, 3.0)})
+    in_band = np.array([100.0, -60.0, 150.0, -10.0])  # wholly in the black band above the picture
+    planted = {300: (box, keypoints, 3.0), 600: (in_band, keypoints, 4.0)}
+    raw, logits = _plant(detectors["short"], 128, 0.4, 0, 28, planted)
     boxes, found_keypoints, _ = detectors["short"].decode(raw, logits, Letterbox.fit(180, 320, 128))
+    assert len(boxes) == 1
     np.testing.assert_allclose(boxes[0], [280, 0, 320, 40], atol=1e-3)
     np.testing.assert_allclose(found_keypoints[0], np.tile([[300.0, 0.0]], (6, 1)), atol=1e-3)
 
