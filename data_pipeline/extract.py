@@ -10,7 +10,9 @@ import numpy as np
 
 from data_pipeline.crop import Framing, frame_face, smooth_boxes
 from data_pipeline.encoders import SegmentEncoders
-from data_pipeline.faces import ANALYSIS_SIDE, DETECTORS, FaceDetector, analysis_frame, detection_frame, track_faces
+from data_pipeline.faces import (ANALYSIS_SIDE, DETECTORS, FaceDetector, analysis_frame, detection_frame, shrink,
+                                 track_faces)
+from data_pipeline.head_pose import HeadPoseSpeed
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
@@ -33,7 +35,8 @@ class PrepareConfig:
     shot_threshold: float = 0.4
     jpeg_quality: int = 95
     detector: str = "blazeface_full"  # data_pipeline/faces.py DETECTORS
-    speed_estimator: str = "flow"
+    # data_pipeline/speed.py ESTIMATORS; head_pose (EMO's label, degrees per frame) also stores landmarks and pose
+    speed_estimator: str = "head_pose"
     # Cuts and image-motion speeds run on grey frames this long (~60 KB per frame kept); the Haar detector runs on
     # RGB frames this long too (BlazeFace on its own input side); emo-generate detects on portraits at the default.
     analysis_side: int = ANALYSIS_SIDE
@@ -126,11 +129,11 @@ class _Plan:
     start: int
     end: int
     framing: Framing
-    speed: np.ndarray
+    speed: np.ndarray | None  # None: measured in pass 2 on the crops (head_pose)
 
 
 def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
-                   estimator: SpeedEstimator) -> tuple[list[_Plan], int]:
+                   estimator: SpeedEstimator | HeadPoseSpeed) -> tuple[list[_Plan], int]:
     """Pass 1: analysis of the whole video; returns the segment plans and the number of frames."""
     analysis = _analysis_frames(path, cfg, detector)
     grays, scale, (width, height) = analysis.grays, analysis.scale, analysis.source_size
@@ -150,10 +153,36 @@ def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
     plans = []
     for start, end in ranges:
         smoothed = smooth_boxes(boxes[start:end], cfg.box_smooth_seconds * cfg.fps)
-        speed = estimator(grays[start:end], smoothed, cfg.fps)
+        speed = None if isinstance(estimator, HeadPoseSpeed) else estimator(grays[start:end], smoothed, cfg.fps)
         framing = frame_face(smoothed / scale, width, height, cfg.face_expand, cfg.size)
         plans.append(_Plan(start, end, framing, speed))
     return plans, len(grays)
+
+
+# Face Mesh runs on the crops shrunk to this side: a face framed with face_expand 2 is then ~128 px, and the
+# mesh's ROI (1.5 faces) ~192 px, its input side, so nothing the model could see is lost.
+MESH_SIDE = 256
+# The outer lip contour of MediaPipe's 468-point face mesh topology.
+LIP_OUTLINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
+
+
+def lip_mask(points_T468x3: np.ndarray, size: int) -> np.ndarray:
+    """u8 [size, size]: 1 inside the union over frames of the convex hull of the lip outline (NaN frames skip)."""
+    mask = np.zeros((size, size), np.uint8)
+    for points in points_T468x3[:, LIP_OUTLINE, :2]:
+        if np.isfinite(points).all():
+            cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
+    return mask
+
+
+def _pose_labels(estimator: HeadPoseSpeed, crops: list[np.ndarray], framing: Framing, size: int) -> dict:
+    """Speed, landmarks, head pose and lip mask of one segment from its (shrunk) crops, in the crop's pixels."""
+    scale = size / crops[0].shape[0]
+    labels = estimator.label(crops, framing.boxes_T4 / scale)
+    pose = labels["pose"]
+    pose[:, 3:] *= scale  # translation follows the pixels; angles do not
+    points = labels["points"] * scale
+    return {"speed": labels["speed"], "landmarks": points, "head_pose": pose, "lip_mask": lip_mask(points, size)}
 
 
 def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
@@ -163,7 +192,8 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def extract_segments(
-    path: str, cfg: PrepareConfig, detector: FaceDetector, estimator: SpeedEstimator, encoders: SegmentEncoders,
+    path: str, cfg: PrepareConfig, detector: FaceDetector, estimator: SpeedEstimator | HeadPoseSpeed,
+    encoders: SegmentEncoders,
     handled: list[str],
 ) -> Iterator[SegmentRecord]:
     """Yields the input's segment records in time order; raises SkipInput for inputs that give none.
@@ -192,14 +222,20 @@ def extract_segments(
         frames = iter_frames(path, cfg.fps)
         t = 0
         for index, plan in enumerate(plans):
-            jpegs = []
+            jpegs, crops = [], []
             for frame in frames:
                 if plan.start <= t:
-                    jpegs.append(_encode_jpeg(plan.framing.frame(frame), cfg.jpeg_quality))
+                    crop = plan.framing.frame(frame)
+                    jpegs.append(_encode_jpeg(crop, cfg.jpeg_quality))
+                    if plan.speed is None:
+                        crops.append(shrink(crop, MESH_SIDE)[0])
                 t += 1
                 if t == plan.end:
                     break
             assert len(jpegs) == plan.end - plan.start, (len(jpegs), plan)
+            labels = {"speed": plan.speed} if plan.speed is not None else _pose_labels(
+                estimator, crops, plan.framing, cfg.size)
+            del crops
             first = round(plan.start * per_frame)
             yield SegmentRecord(
                 source=path,
@@ -211,12 +247,12 @@ def extract_segments(
                 face_boxes=plan.framing.boxes_T4,
                 crop_box=plan.framing.crop,
                 face_mask=plan.framing.mask(),
-                speed=plan.speed,
                 speed_estimator=estimator.name,
                 audio=audio[first : first + round(len(jpegs) * per_frame)].astype(np.float32),
                 audio_sample_rate=cfg.audio_sample_rate,
                 audio_features=None if features is None else features[plan.start : plan.end],
                 latents=encoders.latents(jpegs),
+                **labels,
             )
     except VideoError as e:
         raise SkipInput("unreadable", str(e)) from e

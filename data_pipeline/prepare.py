@@ -205,7 +205,9 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     """Processes every input without a done-marker, then writes and returns the manifest."""
     cfg = cfg.with_absolute_paths()
     cfg.validate()
-    make_detector(cfg.detector)  # a missing model file or package stops the run here, before the output is touched
+    # A missing model file or package stops the run here, before the output is touched.
+    make_detector(cfg.detector)
+    make_speed_estimator(cfg.speed_estimator)
     for sub in ("shards", "done"):
         os.makedirs(os.path.join(output, sub), exist_ok=True)
     with output_lock(output):

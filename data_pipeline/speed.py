@@ -1,7 +1,11 @@
 """Per-frame head-rotation speed estimators behind one small interface.
 
-EMO conditions its speed layers on head-rotation speed. Without a head-pose model shipped offline, emo-jax
-uses image-motion proxies, both in face widths per second (scale-free, so crops and resolutions agree):
+EMO conditions its speed layers on head-rotation speed. emo-prepare's default, "head_pose"
+(data_pipeline/head_pose.py), is that label: the angle between consecutive head poses from tracked Face Mesh
+landmarks, in degrees per frame, the unit of the model's speed buckets (model.speed.unit); it runs in pass 2 on
+the segment's crop frames and also gives the landmarks and the head pose the records store. The two
+image-motion proxies below need no model files; both are in face widths per second (scale-free, so crops and
+resolutions agree), a unit the model's buckets are not in:
 
 - "flow" (default): dense Farneback optical flow between consecutive frames inside the previous frame's face
   box (one fixed window, so head translation and rotation both move the texture in it). The speed is the
@@ -21,6 +25,9 @@ from typing import Protocol, Sequence
 
 import cv2
 import numpy as np
+
+from data_pipeline.faces import require_litert
+from data_pipeline.head_pose import HeadPoseSpeed
 
 _PATCH = 64  # flow is computed on the face window resized to 64 x 64: enough detail, cheap on a CPU
 
@@ -78,11 +85,13 @@ class BoxSpeed:
         return _first_from_second(speed)
 
 
-ESTIMATORS: dict[str, type] = {"flow": FlowSpeed, "box": BoxSpeed}
+ESTIMATORS: dict[str, type] = {"head_pose": HeadPoseSpeed, "flow": FlowSpeed, "box": BoxSpeed}
 
 
-def make_speed_estimator(name: str) -> SpeedEstimator:
+def make_speed_estimator(name: str) -> SpeedEstimator | HeadPoseSpeed:
     """The estimator registered under `name`."""
     if name not in ESTIMATORS:
         raise ValueError(f"unknown speed estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    if name == "head_pose":
+        require_litert("the head_pose speed estimator (Face Mesh)")
     return ESTIMATORS[name]()

@@ -10,7 +10,8 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 import data_pipeline.prepare as prepare_module
-from synthetic_videos import CLICK_FRAME, CUT_CLICK_FRAME, FPS, SR, TEST_CONFIG, make_inputs
+from synthetic_videos import (CLICK_FRAME, CUT_CLICK_FRAME, FPS, SIDE, SR, TEST_CONFIG, face_frames, make_inputs,
+                              tone_with_click, write_mp4)
 from data_pipeline.prepare import input_id, output_lock, prepare
 from data_pipeline.schema import SCHEMA_VERSION, decode_record
 from emo_jax.cli.prepare import main
@@ -73,7 +74,9 @@ def test_records_follow_the_schema(prepared):
             assert r.face_boxes.shape == (r.num_frames, 4) and r.speed.shape == (r.num_frames,)
             assert r.face_mask.shape == (64, 64) and r.face_mask.dtype == np.uint8
             assert r.audio.shape == (round(r.num_frames / FPS * SR),)
-            assert r.speed_estimator == "flow"
+            assert r.speed_estimator == "head_pose"
+            assert r.landmarks.shape == (r.num_frames, 468, 3) and r.head_pose.shape == (r.num_frames, 6)
+            assert np.isfinite(r.landmarks).all() and r.lip_mask.shape == (64, 64)
 
 
 def test_shot_change_splits_segments(prepared):
@@ -114,12 +117,28 @@ def test_union_mask_covers_the_face_in_every_frame(prepared, role):
         assert record.face_mask.mean() < 0.5  # a still face gets a tight mask, not the whole frame
 
 
-def test_speed_is_zero_for_a_still_head_and_large_for_a_moving_one(prepared):
+def test_head_rotation_speed_is_the_rolling_rate_in_degrees_per_frame(prepared, tmp_path):
+    """A drawn face turning in the image plane at 0.8 degrees per frame (out to 36 degrees and back) reads 0.8;
+    the still face reads ~0; the label's roll follows the turn; the lip mask sits on the drawn mouth."""
+    n, rate = 3 * FPS, 0.8
+    angle = rate * np.minimum(np.arange(n), n - np.arange(n))
+    frames = face_frames(n)
+    for t in range(n):
+        turn = cv2.getRotationMatrix2D((SIDE / 2, SIDE / 2), float(angle[t]), 1.0)  # counter-clockwise on screen
+        frames[t] = cv2.warpAffine(frames[t], turn, (SIDE, SIDE), borderValue=(90, 90, 90))
+    path = write_mp4(tmp_path / "rolling.mp4", frames, tone_with_click(3, None))
+    prepare([path], str(tmp_path / "out"), TEST_CONFIG)
+    (rolling,) = _records(tmp_path / "out", path)
+    inner = np.r_[5:n // 2 - 5, n // 2 + 5:n - 5]  # away from the ends and the turning point (smoothing)
+    np.testing.assert_allclose(np.median(rolling.speed[inner]), rate, atol=0.1)
+    assert np.abs(rolling.speed[inner] - rate).max() < 0.35
+    roll = rolling.head_pose[:, 2]
+    np.testing.assert_allclose(roll - roll[0], -angle, atol=2.0)  # clockwise on screen is positive roll
     inputs, output, _ = prepared
     (still,) = _records(output, inputs["still"])
-    (moving,) = _records(output, inputs["moving"])
-    assert still.speed.mean() < 0.05
-    assert moving.speed.mean() > 0.5  # ~1.4 face widths per second: 22 px amplitude at 1 Hz, 60 px face
+    assert np.median(still.speed) < 0.02 and still.speed.mean() < 0.05
+    mouth = np.abs(_rgb(still.frames_jpeg[0]).astype(int) - MOUTH_RGB).sum(-1) < 40
+    assert still.lip_mask[mouth].mean() > 0.9 and still.lip_mask.sum() < 4 * mouth.sum()
 
 
 def test_rerun_is_a_no_op(prepared, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Tests for data_pipeline/speed.py: ~0 for a still head, large for a moving one, for every estimator."""
+"""Tests for data_pipeline/speed.py: ~0 for a still head, large for a moving one, for both image-motion proxies
+(the head_pose estimator, which measures rotation, is tested in test_head_pose.py)."""
 import numpy as np
 import pytest
 
@@ -17,7 +18,7 @@ def _clip(shift_per_frame: float, n: int = 6):
     return grays, np.array(boxes, np.float32)
 
 
-@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+@pytest.mark.parametrize("name", sorted(set(ESTIMATORS) - {"head_pose"}))
 def test_still_is_zero_and_motion_is_faster(name):
     estimator = make_speed_estimator(name)
     still = estimator(*_clip(0.0), fps=30)
