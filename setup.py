@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu",
-                 "tensorflow-datasets", "importlib_resources", "ai-edge-litert"],
+                 "tensorflow-datasets", "importlib_resources", "ai-edge-litert",
+                 "python_speech_features"],  # SyncNet's MFCC reference (tests/eval/test_syncnet.py)
         # MediaPipe's face detector and Face Mesh (emo-prepare's labels) run on the LiteRT interpreter; the model
         # files come from `python -m data_pipeline.face_models`.
         "faces": ["ai-edge-litert"],

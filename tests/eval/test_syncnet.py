@@ -12,7 +12,8 @@ from emo_jax.errors import CheckpointError
 from emo_jax.eval import syncnet
 from emo_jax.interop.syncnet_import import load_syncnet, syncnet_params
 
-torch = pytest.importorskip("torch")
+import python_speech_features  # noqa: E402  (the test extra installs it: the MFCC reference)
+import torch  # noqa: E402
 from tests.eval.torch_syncnet import SyncNetReference, randomize  # noqa: E402
 
 
@@ -61,7 +62,6 @@ def test_embed_clip_follows_evaluate(networks):
     crops_rgb = np.random.default_rng(3).integers(0, 256, (9, syncnet.CROP_SIZE, syncnet.CROP_SIZE, 3), np.uint8)
     audio, video = syncnet.embed_clip(module, params, samples, crops_rgb, batch=2)
     assert audio.shape == video.shape == (3, syncnet.EMBEDDING)
-    python_speech_features = pytest.importorskip("python_speech_features")
     cct = torch.from_numpy(python_speech_features.mfcc(samples, 16000).T[None, None].astype(np.float32))
     imtv = torch.from_numpy(crops_rgb[..., ::-1].astype(np.float32)).permute(3, 0, 1, 2)[None]  # BGR, NCDHW
     with torch.no_grad():
@@ -100,7 +100,6 @@ def test_importer_names_the_file_and_key(networks):
 
 @pytest.mark.parametrize("length", [300, 400, 16000, 16000 * 3 + 77])
 def test_mfcc_equals_python_speech_features(length):
-    python_speech_features = pytest.importorskip("python_speech_features")
     samples = np.random.default_rng(length).integers(-20000, 20000, length).astype(np.int16)
     samples[:200] = 0  # silent frames take the log of python_speech_features' eps
     expected = python_speech_features.mfcc(samples, 16000)
@@ -110,7 +109,6 @@ def test_mfcc_equals_python_speech_features(length):
 
 
 def test_mel_filterbank_equals_python_speech_features():
-    python_speech_features = pytest.importorskip("python_speech_features")
     np.testing.assert_allclose(syncnet.mel_filterbank(), python_speech_features.get_filterbanks(26, 512, 16000),
                                rtol=0, atol=1e-12)
 
