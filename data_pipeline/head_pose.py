@@ -119,21 +119,36 @@ def head_pose(points_T468x3: np.ndarray) -> HeadPose:
     return pose
 
 
-def _project_to_rotation(m: np.ndarray) -> np.ndarray:
-    """The nearest rotations (Frobenius norm) to matrices [T, 3, 3]."""
-    u, _, vt = np.linalg.svd(m)
-    u[:, :, 2] *= np.sign(np.linalg.det(u @ vt))[:, None]
-    return u @ vt
+def _log(rotations: np.ndarray) -> np.ndarray:
+    """Rotation vectors [..., 3] (axis times angle, radians) of rotations [..., 3, 3] turning less than pi."""
+    axis = np.stack([rotations[..., 2, 1] - rotations[..., 1, 2], rotations[..., 0, 2] - rotations[..., 2, 0],
+                     rotations[..., 1, 0] - rotations[..., 0, 1]], axis=-1)
+    norm = np.linalg.norm(axis, axis=-1, keepdims=True)  # 2 sin(angle); atan2 with 2 cos(angle) stays exact
+    angle = np.arctan2(norm, np.trace(rotations, axis1=-2, axis2=-1)[..., None] - 1.0)
+    return axis * np.where(norm > 1e-12, angle / np.maximum(norm, 1e-12), 0.5)
+
+
+def _exp(vectors: np.ndarray) -> np.ndarray:
+    """Rotations [..., 3, 3] of rotation vectors [..., 3] (Rodrigues)."""
+    angle = np.linalg.norm(vectors, axis=-1)[..., None, None]
+    x, y, z = np.moveaxis(vectors, -1, 0)
+    zero = np.zeros_like(x)
+    k = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1), np.stack([-y, x, zero], -1)], -2)
+    safe = np.maximum(angle, 1e-8)
+    sin_term = np.where(angle > 1e-8, np.sin(angle) / safe, 1.0)
+    cos_term = np.where(angle > 1e-8, (1 - np.cos(angle)) / safe**2, 0.5)
+    return np.eye(3) + sin_term * k + cos_term * (k @ k)
 
 
 def smooth_rotations(rotations: np.ndarray, frames: float) -> np.ndarray:
-    """Gaussian-weighted (sigma `frames`, cut at 3 sigma) mean of rotation matrices, projected back to rotations.
+    """Rotations smoothed by a local linear fit: Gaussian weights (sigma `frames`, cut at 3 sigma) on rotation
+    vectors relative to each frame, the fit's value at that frame applied to it.
 
-    Averages only within runs of finite frames: NaN frames stay NaN and do not spread, and nothing is averaged
-    across them (a lost face may come back after a cut). The window stays symmetric, so near a run's ends it
-    shrinks to the frames available on both sides (a run's first and last frames are not smoothed): symmetric
-    weights cancel the first-order term, so a constant angular velocity passes unchanged through every frame,
-    where a one-sided window would lag and read up to half the speed at the ends.
+    At frame t the neighbours' rotations relative to R_t, log(R_{t+k} R_t^T), are fitted by a + b k (weighted
+    least squares) and the result is exp(a) R_t. A constant angular velocity fits exactly, so it passes unchanged
+    through every frame, a run's ends included, where a weighted mean would lag; in a run's interior the weights
+    are symmetric and a is their weighted mean. Fits stay within runs of finite frames: NaN frames stay NaN and
+    do not spread, and nothing is fitted across them (a lost face may come back after a cut).
     """
     out = np.full(rotations.shape, np.nan)
     valid = np.isfinite(rotations).all(axis=(1, 2))
@@ -141,12 +156,20 @@ def smooth_rotations(rotations: np.ndarray, frames: float) -> np.ndarray:
     radius = int(np.ceil(3 * frames)) if frames > 0 else 0
     for start, end in zip(edges[0::2], edges[1::2]):
         run, n = rotations[start:end], end - start
-        reach = np.minimum(np.minimum(np.arange(n), n - 1 - np.arange(n)), radius)
-        total = np.zeros((n, 3, 3))
+        moments = np.zeros((n, 3))  # sums of w, w k, w k^2
+        sums = np.zeros((n, 2, 3))  # sums of w v, w k v
         for k in range(-radius, radius + 1):
-            weight = np.exp(-0.5 * (k / frames) ** 2) if radius else 1.0
-            total += (weight * (abs(k) <= reach))[:, None, None] * run[np.clip(np.arange(n) + k, 0, n - 1)]
-        out[start:end] = _project_to_rotation(total)
+            j = np.arange(n) + k
+            inside = (j >= 0) & (j < n)
+            w = np.exp(-0.5 * (k / frames) ** 2) * inside if radius else inside.astype(np.float64)
+            v = _log(run[np.clip(j, 0, n - 1)] @ np.swapaxes(run, 1, 2))
+            moments += w[:, None] * np.array([1.0, k, k * k])
+            sums += w[:, None, None] * np.stack([v, k * v], axis=1)
+        s0, s1, s2 = moments.T[:, :, None]
+        det = s0 * s2 - s1**2
+        single = det <= 1e-12 * s0**2  # a run of one frame: no slope to fit, and v = 0 there
+        intercept = np.where(single, 0.0, (s2 * sums[:, 0] - s1 * sums[:, 1]) / np.where(single, 1.0, det))
+        out[start:end] = _exp(intercept) @ run
     return out
 
 
@@ -154,10 +177,7 @@ def rotation_speed(rotations: np.ndarray) -> np.ndarray:
     """Angle of R_t R_{t-1}^T in degrees per frame [T]; frame 0 copies frame 1; NaN where a neighbour is NaN."""
     speed = np.full(len(rotations), np.nan)
     if len(rotations) > 1:
-        rel = rotations[1:] @ np.swapaxes(rotations[:-1], 1, 2)
-        axis = np.stack([rel[:, 2, 1] - rel[:, 1, 2], rel[:, 0, 2] - rel[:, 2, 0], rel[:, 1, 0] - rel[:, 0, 1]], 1)
-        # |axis| = 2 sin(angle), trace - 1 = 2 cos(angle): atan2 stays exact for tiny angles, unlike arccos.
-        speed[1:] = np.degrees(np.arctan2(np.linalg.norm(axis, axis=1), np.trace(rel, axis1=1, axis2=2) - 1.0))
+        speed[1:] = np.degrees(np.linalg.norm(_log(rotations[1:] @ np.swapaxes(rotations[:-1], 1, 2)), axis=1))
         speed[0] = speed[1]
     return speed
 

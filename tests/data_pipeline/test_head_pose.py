@@ -72,7 +72,7 @@ def test_constant_turn_reads_its_rate_after_smoothing(axis):
     rotations = head_pose(moving(truth)).rotations
     np.testing.assert_allclose(rotation_speed(rotations), 2.0, atol=1e-4)
     smoothed = rotation_speed(smooth_rotations(rotations, 2.0))
-    np.testing.assert_allclose(smoothed, 2.0, atol=1e-4)  # the window shrinks symmetrically at the ends: no lag
+    np.testing.assert_allclose(smoothed, 2.0, atol=1e-4)  # the ends too: a local linear fit does not lag
 
 
 def test_still_head_reads_zero_and_noise_is_damped():
@@ -82,11 +82,12 @@ def test_still_head_reads_zero_and_noise_is_damped():
     raw = rotation_speed(head_pose(noisy).rotations)
     smooth = rotation_speed(smooth_rotations(head_pose(noisy).rotations, 2.0))
     assert 0.02 < np.median(raw) < 0.5
-    assert np.median(smooth[7:-7]) < np.median(raw) / 4
+    assert np.median(smooth) < np.median(raw) / 4
+    assert smooth.max() < np.median(raw) / 2  # the first and last frames too: the local linear fit smooths there
     turning = moving(np.stack([rotation([0, 1, 0], 2.0 * t) for t in range(30)]))
     turning += np.random.default_rng(5).normal(0.0, 0.5, turning.shape)
-    np.testing.assert_allclose(rotation_speed(smooth_rotations(head_pose(turning).rotations, 2.0))[7:-7], 2.0,
-                               atol=0.1)
+    np.testing.assert_allclose(rotation_speed(smooth_rotations(head_pose(turning).rotations, 2.0)), 2.0,
+                               atol=0.15)
 
 
 def test_nan_frames_stay_local():
