@@ -166,10 +166,10 @@ MESH_SIDE = 256
 LIP_OUTLINE = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
 
 
-def lip_mask(points_T468x3: np.ndarray, size: int) -> np.ndarray:
-    """u8 [size, size]: 1 inside the union over frames of the convex hull of the lip outline (NaN frames skip)."""
+def hull_mask(points_TN3: np.ndarray, size: int) -> np.ndarray:
+    """u8 [size, size]: 1 inside the union over frames of the convex hull of the points (NaN frames skip)."""
     mask = np.zeros((size, size), np.uint8)
-    for points in points_T468x3[:, LIP_OUTLINE, :2]:
+    for points in points_TN3[:, :, :2]:
         if np.isfinite(points).all():
             cv2.fillConvexPoly(mask, cv2.convexHull(np.round(points).astype(np.int32)), 1)
     return mask
@@ -182,7 +182,8 @@ def _pose_labels(estimator: HeadPoseSpeed, crops: list[np.ndarray], framing: Fra
     pose = labels["pose"]
     pose[:, 3:] *= scale  # translation follows the pixels; angles do not
     points = labels["points"] * scale
-    return {"speed": labels["speed"], "landmarks": points, "head_pose": pose, "lip_mask": lip_mask(points, size)}
+    return {"speed": labels["speed"], "landmarks": points, "head_pose": pose,
+            "lip_mask": hull_mask(points[:, LIP_OUTLINE], size), "mesh_face_mask": hull_mask(points, size)}
 
 
 def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:

@@ -31,8 +31,10 @@ One record = one video segment (3-12 s, one shot, face visible throughout), sche
                                 z (relative) of the head, from the landmarks (data_pipeline/head_pose.py); NaN where lost
     lip_mask           u8 [size, size] or None   (v3) 1 inside the union over the segment's frames of the hull of
                                 the lip landmarks (Hallo-style masked audio attention can weight the mouth with it)
+    mesh_face_mask     u8 [size, size] or None   (v3) the same union for the hull of all 468 landmarks: the face
+                                itself, where `face_mask` is the union of the detector's boxes (the face locator's input)
 
-Version 1 is version 2 without audio_features and latents; version 2 is version 3 without the last three keys.
+Version 1 is version 2 without audio_features and latents; version 2 is version 3 without the last four keys.
 Both still decode, with the missing fields None. None fields are msgpack nil: emo-prepare computes the encoder
 fields only when given --wav2vec / --vae, and the landmark fields only with the head_pose speed estimator.
 
@@ -56,8 +58,9 @@ READABLE_VERSIONS = (1, 2, 3)
 _ARRAY_FIELDS = {"face_boxes": np.float32, "crop_box": np.float32, "face_mask": np.uint8, "speed": np.float32,
                  "audio": np.float32}
 _OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16,  # new in version 2
-                          "landmarks": np.float16, "head_pose": np.float32, "lip_mask": np.uint8}  # version 3
-_ADDED_IN = {"audio_features": 2, "latents": 2, "landmarks": 3, "head_pose": 3, "lip_mask": 3}
+                          "landmarks": np.float16, "head_pose": np.float32, "lip_mask": np.uint8,  # version 3
+                          "mesh_face_mask": np.uint8}
+_ADDED_IN = {"audio_features": 2, "latents": 2, "landmarks": 3, "head_pose": 3, "lip_mask": 3, "mesh_face_mask": 3}
 
 
 @dataclasses.dataclass
@@ -82,6 +85,7 @@ class SegmentRecord:
     landmarks: np.ndarray | None = None
     head_pose: np.ndarray | None = None
     lip_mask: np.ndarray | None = None
+    mesh_face_mask: np.ndarray | None = None
     version: int = SCHEMA_VERSION
 
     @property
@@ -126,8 +130,8 @@ def _check(record: SegmentRecord) -> None:
         assert record.landmarks.shape == (t, 468, 3), record.landmarks.shape
     if record.head_pose is not None:
         assert record.head_pose.shape == (t, 6), record.head_pose.shape
-    if record.lip_mask is not None:
-        assert record.lip_mask.shape == (s, s), record.lip_mask.shape
+    for mask in (record.lip_mask, record.mesh_face_mask):
+        assert mask is None or mask.shape == (s, s), mask.shape
 
 
 def encode_record(record: SegmentRecord) -> bytes:

@@ -139,6 +139,8 @@ def test_head_rotation_speed_is_the_rolling_rate_in_degrees_per_frame(prepared, 
     assert np.median(still.speed) < 0.02 and still.speed.mean() < 0.05
     mouth = np.abs(_rgb(still.frames_jpeg[0]).astype(int) - MOUTH_RGB).sum(-1) < 40
     assert still.lip_mask[mouth].mean() > 0.9 and still.lip_mask.sum() < 4 * mouth.sum()
+    skin = np.abs(_rgb(still.frames_jpeg[0]).astype(int) - SKIN_RGB).sum(-1) < 40
+    assert still.mesh_face_mask[skin].mean() > 0.8 and still.mesh_face_mask.sum() < 1.5 * skin.sum()
 
 
 def test_rerun_is_a_no_op(prepared, tmp_path, monkeypatch):

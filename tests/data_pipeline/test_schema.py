@@ -68,18 +68,20 @@ def test_version_3_landmark_fields_roundtrip():
     record.landmarks[1] = np.nan  # a frame where the mesh lost the face
     record.head_pose = np.arange(18, dtype=np.float32).reshape(3, 6) - 9.5
     record.lip_mask = np.eye(8, dtype=np.uint8)
+    record.mesh_face_mask = 1 - np.eye(8, dtype=np.uint8)
     back = decode_record(encode_record(record))
     assert back.landmarks.dtype == np.float16 and np.isnan(back.landmarks[1]).all()
     np.testing.assert_allclose(back.landmarks, record.landmarks, atol=0.25)  # f16 spacing at 256-512 px
     np.testing.assert_array_equal(back.head_pose, record.head_pose)
     np.testing.assert_array_equal(back.lip_mask, record.lip_mask)
+    np.testing.assert_array_equal(back.mesh_face_mask, record.mesh_face_mask)
     bare = decode_record(encode_record(_record()))
-    assert bare.landmarks is None and bare.head_pose is None and bare.lip_mask is None
+    assert bare.landmarks is None and bare.head_pose is None and bare.lip_mask is None and bare.mesh_face_mask is None
 
 
 @pytest.mark.parametrize("version, missing", [(1, ("audio_features", "latents", "landmarks", "head_pose",
-                                                    "lip_mask")),
-                                              (2, ("landmarks", "head_pose", "lip_mask"))])
+                                                    "lip_mask", "mesh_face_mask")),
+                                              (2, ("landmarks", "head_pose", "lip_mask", "mesh_face_mask"))])
 def test_older_versions_still_decode(version, missing):
     fields = msgpack.unpackb(encode_record(_record()))
     for name in missing:
