@@ -25,6 +25,10 @@ NUM_LANDMARKS = 468
 PRESENCE_THRESHOLD = 0.5
 ROI_SCALE = 1.5
 EYE_LINE = (33, 263)  # outer corners of the eye on the image's left and of the one on its right, frontal face
+# Ours, not MediaPipe's: a track starting from a box first re-crops from its own landmarks this many times. The box
+# ROI frames the face differently from the landmark ROIs that follow, and the ROI takes ~3 rounds to settle; poses
+# read meanwhile drift by up to ~1.3 deg on a still head, which would read as a turn at every start.
+START_REFINEMENTS = 3
 
 
 class Roi(NamedTuple):
@@ -88,12 +92,21 @@ class FaceMesh:
         points[:, 2] = raw[:, 2] * roi.side / INPUT_SIDE
         return points.astype(np.float32), float(1.0 / (1.0 + np.exp(-np.clip(logit, -50.0, 50.0))))
 
+    def _from_box(self, rgb_HW3: np.ndarray, box_xyxy: np.ndarray) -> tuple[np.ndarray, float]:
+        """Landmarks from the box's ROI, re-cropped START_REFINEMENTS times from their own ROI while found."""
+        points, presence = self.landmarks(rgb_HW3, roi_from_box(box_xyxy))
+        for _ in range(START_REFINEMENTS):
+            if presence < PRESENCE_THRESHOLD:
+                break
+            points, presence = self.landmarks(rgb_HW3, roi_from_landmarks(points))
+        return points, presence
+
     def track(self, rgb_frames: Sequence[np.ndarray], boxes_T4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(points [T, 468, 3] float32, NaN where no face; presence [T], 0 where no box) over a video.
 
         A frame whose box is NaN has no face. The first frame, and every frame after one without a face, starts
-        from its box; the others from the previous frame's landmarks, and retry from their box once when the
-        presence falls below 0.5.
+        from its box (then settles, START_REFINEMENTS); the others from the previous frame's landmarks, and retry
+        from their box once when the presence falls below 0.5.
         """
         if len(boxes_T4) != len(rgb_frames):
             raise ValueError(f"{len(rgb_frames)} frames but {len(boxes_T4)} face boxes; give one box per frame")
@@ -104,10 +117,12 @@ class FaceMesh:
             if not np.all(np.isfinite(box)):
                 previous = None
                 continue
-            found, presence[t] = self.landmarks(frame, roi_from_box(box) if previous is None
-                                                else roi_from_landmarks(previous))
-            if presence[t] < PRESENCE_THRESHOLD and previous is not None:
-                found, presence[t] = self.landmarks(frame, roi_from_box(box))
+            if previous is None:
+                found, presence[t] = self._from_box(frame, box)
+            else:
+                found, presence[t] = self.landmarks(frame, roi_from_landmarks(previous))
+                if presence[t] < PRESENCE_THRESHOLD:
+                    found, presence[t] = self._from_box(frame, box)
             previous = found if presence[t] >= PRESENCE_THRESHOLD else None
             if previous is not None:
                 points[t] = found

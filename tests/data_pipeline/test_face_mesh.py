@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_pipeline.face_mesh import EYE_LINE, PRESENCE_THRESHOLD, FaceMesh, roi_from_box, roi_from_landmarks
-from data_pipeline.head_pose import head_pose
+from data_pipeline.head_pose import head_pose, rotation_speed, smooth_rotations
 from synthetic_videos import draw_face
 
 SIDE, HALF_WIDTH, BACKGROUND = 192, 30, 90
@@ -84,3 +84,10 @@ def test_track_loses_a_removed_face_and_starts_again_from_the_box(mesh):
     assert np.abs(points[2] - points[0]).max() > 0.01  # frame 2 came from frame 1's landmarks instead
     with pytest.raises(ValueError, match="one box per frame"):
         mesh.track(frames, boxes[:3])
+
+
+def test_a_still_face_reads_still_from_its_first_frame(mesh):
+    # The box is off the face by 3 px: without re-cropping at the start the first frames' poses drift as the ROI
+    # settles, reading 0.62 deg/frame after smoothing; with it the whole clip stays under 0.3 (0.13).
+    points, _ = mesh.track([face_image(90.3, 100.7)] * 20, np.stack([face_box(93.3, 103)] * 20))
+    assert rotation_speed(smooth_rotations(head_pose(points).rotations, 2.0)).max() < 0.3
