@@ -1,4 +1,4 @@
-"""The real Face Mesh model on the drawn face of synthetic_videos.py (fetched by python -m data_pipeline.face_models)."""
+"""The real Face Mesh model on synthetic_videos.py's drawn face (fetched by python -m data_pipeline.face_models)."""
 import cv2
 import numpy as np
 import pytest
