@@ -1,8 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.head_pose import (STABLE_POINTS, euler_angles, fill_gaps, frontal_axes, head_pose,
+from data_pipeline.head_pose import (STABLE_POINTS, HeadPoseSpeed, euler_angles, fill_gaps, frontal_axes, head_pose,
                                      rotation_speed, smooth_rotations)
+from test_face_mesh import BACKGROUND, SIDE, face_box, face_image
 
 
 def rotation(axis, degrees: float) -> np.ndarray:
@@ -115,3 +117,24 @@ def test_relative_rotation_does_not_depend_on_the_head_frame():
     other = pose.rotations @ rotation([0, 1, 0], 33.0)  # the same motion in another head frame
     np.testing.assert_allclose(rotation_speed(other), rotation_speed(pose.rotations), atol=1e-9)
     np.testing.assert_allclose(relative_angles(pose.rotations), relative_angles(truth), atol=1e-4)
+
+
+@pytest.mark.parametrize("rate", [0.0, 2.0])
+def test_head_pose_speed_reads_a_drawn_face_turning_in_the_image_plane(rate):
+    """End to end with the real Face Mesh: the drawn face turned counter-clockwise by `rate` degrees each frame."""
+    frames = [cv2.warpAffine(face_image(), cv2.getRotationMatrix2D((SIDE / 2, SIDE / 2), rate * t, 1.0), (SIDE, SIDE),
+                             borderValue=(BACKGROUND,) * 3) for t in range(24)]
+    boxes = np.stack([face_box()] * 24)
+    boxes[10] = np.nan  # no face found there: its speed is filled from its neighbours
+    estimator = HeadPoseSpeed()
+    assert (estimator.name, estimator.unit) == ("head_pose", "degrees_per_frame")
+    label = estimator.label(frames, boxes)
+    assert {k: v.shape for k, v in label.items()} == {"points": (24, 468, 3), "presence": (24,), "pose": (24, 6),
+                                                       "speed": (24,)}
+    assert np.isnan(label["pose"][10]).all() and np.isfinite(np.delete(label["pose"], 10, axis=0)).all()
+    assert label["speed"].dtype == np.float32 and np.isfinite(label["speed"]).all()
+    np.testing.assert_allclose(label["speed"], rate, atol=0.2)
+    found = np.arange(24) != 10
+    slope = np.polyfit(np.arange(24)[found], label["pose"][found, 2], 1)[0]
+    assert slope == pytest.approx(-rate, abs=0.15)  # roll is clockwise on screen: it falls
+    np.testing.assert_array_equal(estimator(frames, boxes, 30.0), label["speed"])
