@@ -11,9 +11,9 @@ import numpy as np
 
 from emo_jax.errors import ConfigError, UsageError
 
-# Head rotation speed (degrees per frame) used when a speed model gets no --speed: calm talking-head motion,
-# inside the finely resolved low buckets of configs/emo_512.py's model.speed.centres.
-DEFAULT_SPEED = 1.0
+# Head rotation speed (degrees per frame) used when a speed model gets no --speed: the median frame of the real
+# talking-head clips configs/emo_512.py's model.speed buckets were chosen from.
+DEFAULT_SPEED = 0.35
 
 
 def parse_face_box(text: str) -> np.ndarray:
