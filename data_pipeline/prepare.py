@@ -43,7 +43,7 @@ from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
 from data_pipeline.faces import FaceDetector, make_detector
 from data_pipeline.schema import SCHEMA_VERSION, encode_record
-from data_pipeline.speed import SpeedEstimator, make_speed_estimator
+from data_pipeline.speed import ESTIMATORS, SpeedEstimator, make_speed_estimator
 from emo_jax.errors import UsageError
 
 log = logging.getLogger("emo-prepare")
@@ -155,6 +155,7 @@ def build_manifest(markers: Sequence[dict], cfg: PrepareConfig) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "config": dataclasses.asdict(cfg),
+        "speed_unit": ESTIMATORS[cfg.speed_estimator].unit,  # of every record's `speed`
         "inputs": len(markers),
         "segments": sum(m["segments"] for m in ok),
         "frames": frames,

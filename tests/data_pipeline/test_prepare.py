@@ -59,6 +59,7 @@ def test_manifest_counts_segments_and_every_bad_input(prepared):
                        inputs["too_short"]: "too_short", inputs["corrupt"]: "unreadable"}
     assert all(s["detail"] for s in manifest["skipped"])
     assert manifest["handled_counts"] == {"rotated": 1, "variable_frame_rate": 1}
+    assert manifest["speed_unit"] == "degrees_per_frame"
 
 
 def test_records_follow_the_schema(prepared):
