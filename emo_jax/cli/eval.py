@@ -1,9 +1,11 @@
 """emo-eval: EMO's Table 1 metrics between generated videos and their references, paired by file name; docs/eval.md.
 
-Built: FID (per-frame, pytorch-fid's Inception) and FVD (16-frame clips, Kinetics-400 I3D), each computed when its
+Built: FID (per-frame, pytorch-fid's Inception), FVD (16-frame clips, Kinetics-400 I3D) and SyncNet (lip-sync
+confidence of each generated video, syncnet_python's network; emo_jax/eval/lipsync.py), each computed when its
 weights file is in --weights and reported as not computed, with the file and how to fetch it, when it is not.
-SyncNet, F-SIM and E-FID (the face and lip metrics) are not built and are reported as such. Several processes
-(hosts) split the pairs between them and merge their statistics exactly, so the numbers are those of one process.
+F-SIM and E-FID (the face metrics) are not built and are reported as such. Several processes (hosts) split the
+pairs between them and merge their statistics and per-video results exactly, so the numbers are those of one
+process.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 from typing import Any
 
 import jax
+import numpy as np
 from tqdm import tqdm
 
 from emo_jax.cli.runner import ArgumentParser, log_to_stderr, run
@@ -23,15 +26,16 @@ from emo_jax.eval import fid, fvd, weights
 from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
 from emo_jax.eval.i3d import FRAMES
-from emo_jax.interop.metric_networks import load_extractors
+from emo_jax.eval.lipsync import DETECTOR, MAX_GAP, LipSyncScorer, NotScored
+from emo_jax.eval.syncnet import FPS, SAMPLE_RATE, VSHIFT
+from emo_jax.interop.metric_networks import load_extractors, load_lipsync
 from emo_jax.paths import require_folder
 
 log = logging.getLogger("emo-eval")
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 COLUMNS = ("FID", "SyncNet", "F-SIM", "FVD", "E-FID")  # EMO's Table 1, left to right
-NOT_BUILT = {"SyncNet": "not built (lip-sync metric, issue 21)", "F-SIM": "not built (face similarity, issue 21)",
-             "E-FID": "not built (expression FID, issue 21)"}
+NOT_BUILT = {"F-SIM": "not built (face similarity, issue 21)", "E-FID": "not built (expression FID, issue 21)"}
 
 
 def _parser() -> ArgumentParser:
@@ -54,6 +58,8 @@ def _parser() -> ArgumentParser:
                         help=f"FVD clips of {FRAMES} frames start every S frames (default {FRAMES}: non-overlapping)")
     parser.add_argument("--fid-batch", type=int, default=32, help="frames per Inception batch (all devices)")
     parser.add_argument("--fvd-batch", type=int, default=8, help="clips per I3D batch (all devices)")
+    parser.add_argument("--syncnet-batch", type=int, default=20,
+                        help="5-frame windows per SyncNet batch (all devices; default 20, syncnet_python's)")
     parser.add_argument("--devices", type=int, default=None, help="use the first N local devices (default all)")
     parser.add_argument("--coordinator", default=None, metavar="ADDR",
                         help="host:port of process 0, for a run over several processes (with the next two flags)")
@@ -85,7 +91,7 @@ def _check_args(args: argparse.Namespace) -> None:
                          "(statistics saved by --save-stats)")
     if not args.out.lower().endswith(".json"):
         raise UsageError(f"--out {args.out!r} must end in .json")
-    for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch"):
+    for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch", "syncnet_batch"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.num_processes is not None and args.num_processes < 1:
@@ -187,6 +193,19 @@ def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
                                                     "frames from the first; a shorter tail left out",
                 "resize": "TF1 resize_bilinear to 224x224 (no half-pixel centres), as the original FVD",
                 "values": "0..255 -> [-1, 1]", "weights_sha256": weights.I3D_SHA256},
+        "SyncNet": {"network": f"syncnet_python's SyncNet ({weights.SYNCNET_FILE}), 1024-d embeddings",
+                    "videos": "each generated video", "fps": FPS,
+                    "audio": f"first audio track, {SAMPLE_RATE} Hz mono (channel mean), rounded to 16-bit PCM; "
+                             "MFCCs as python_speech_features.mfcc's defaults",
+                    "faces": f"{DETECTOR} on every frame, one face tracked, gaps up to {MAX_GAP} frames "
+                             "interpolated; a video with a frame without a tracked face is skipped",
+                    "crops": "syncnet_python's crop_video: box size and centre median-filtered over 13 frames, crop "
+                             "scale 0.4, bilinear to 224x224, BGR 0..255",
+                    "windows": "frames [i, i + 5) against MFCC frames [4i, 4i + 20), for i below min(frames, audio "
+                               "frames) - 5",
+                    "offset_search": f"audio shifted -{VSHIFT}..{VSHIFT} frames; confidence = median - minimum of the "
+                                     "distance curve averaged over windows; value = mean confidence over videos",
+                    "batch": args.syncnet_batch},
     }
 
 
@@ -211,23 +230,33 @@ def _write_json(path: str, report: dict) -> None:
 
 
 def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: dict[str, _Metric],
-                args: argparse.Namespace) -> dict[str, Any]:
-    """Feeds this process's share of the pairs (every process_count-th, from its index); its frames read and its
-    FVD skips, each with its pair's index."""
+                lipsync: LipSyncScorer | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Feeds this process's share of the pairs (every process_count-th, from its index) to the metrics and scores
+    their generated videos with SyncNet; its frames read, its FVD skips, its SyncNet results and skips, each with
+    its pair's index."""
     pairs = list(enumerate(names))[jax.process_index()::jax.process_count()]
     frames = {"generated": 0, "reference": 0}
     skipped = []
+    syncnet: dict[str, list] = {"scored": [], "skipped": []}
     show_bar = jax.process_index() == 0 and sys.stderr.isatty()
     for index, name in tqdm(pairs, desc="pairs", unit="pair", file=sys.stderr, disable=not show_bar):
         if not show_bar:
             log.info("pair %d/%d: %s", index + 1, len(names), name)
         for side, folder in videos.items():
+            if not metrics:
+                break
             path = folder[name]
             count, too_short = _feed(path, side, metrics, args)
             frames[side] += count
             if too_short and "FVD" in metrics:
                 skipped.append([index, {"video": path, "side": side, "reason": too_short}])
-    return {"frames": frames, "skipped": skipped}
+        if lipsync is not None:
+            path = videos["generated"][name]
+            try:
+                syncnet["scored"].append([index, lipsync.score(path)])
+            except NotScored as e:
+                syncnet["skipped"].append([index, {"video": path, "reason": str(e)}])
+    return {"frames": frames, "skipped": skipped, "syncnet": syncnet}
 
 
 STATS_SETTINGS = "preprocessing.json"  # beside <metric>_<side>.npz in a --save-stats folder
@@ -281,11 +310,33 @@ def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> t
     return loaded, missing
 
 
-def _merge_counts(local: dict[str, Any]) -> tuple[dict[str, int], list[dict[str, str]], int]:
-    """Frames read, FVD skips (in pair order) and devices, summed over the processes."""
+def _in_pair_order(parts: list[list]) -> list:
+    """The [pair index, record] lists of all processes as one list of records in pair order."""
+    return [record for _, record in sorted((r for part in parts for r in part), key=lambda r: r[0])]  # stable
+
+
+def _merge_local(local: dict[str, Any]) -> tuple[dict[str, int], list[dict[str, str]], int, dict[str, list]]:
+    """Frames read, FVD skips (in pair order, sides in order) and devices over the processes, and SyncNet's
+    results and skips (in pair order)."""
     parts = allgather_json(local)
-    skipped = sorted((s for part in parts for s in part["skipped"]), key=lambda s: s[0])  # stable: sides in order
-    return _summed([p["frames"] for p in parts]), [s[1] for s in skipped], sum(p["devices"] for p in parts)
+    syncnet = {key: _in_pair_order([p["syncnet"][key] for p in parts]) for key in ("scored", "skipped")}
+    return (_summed([p["frames"] for p in parts]), _in_pair_order([p["skipped"] for p in parts]),
+            sum(p["devices"] for p in parts), syncnet)
+
+
+def _syncnet_result(syncnet: dict[str, list], weights_path: str) -> dict[str, Any]:
+    """SyncNet's entry: the mean confidence (the Table 1 value), minimum distance and absolute offset over the
+    scored videos, each video's numbers, and the videos skipped with their reasons."""
+    scored, skipped = syncnet["scored"], syncnet["skipped"]
+    entry: dict[str, Any] = {"value": None, "status": "computed"}
+    if scored:
+        entry["value"] = float(np.mean([r["confidence"] for r in scored]))
+        entry["mean_min_dist"] = float(np.mean([r["min_dist"] for r in scored]))
+        entry["mean_abs_offset"] = float(np.mean([abs(r["offset"]) for r in scored]))
+    else:
+        entry["status"] = f"not computed: none of the {len(skipped)} generated videos could be scored (see skipped)"
+    return dict(entry, videos={"generated": len(scored)}, per_video=scored,
+                skipped={"count": len(skipped), "videos": skipped}, weights_sha256=weights.sha256_of(weights_path))
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -310,22 +361,25 @@ def _run(args: argparse.Namespace) -> None:
                   file=sys.stderr)
     devices = _devices(args)
     metrics, missing = _load(args, devices)
+    lipsync, no_lipsync = load_lipsync(args.weights, args.syncnet_batch, devices)
+    if lipsync is None:
+        missing["SyncNet"] = no_lipsync
     saved = {}
     if args.reference_stats:
         saved, no_saved = _saved_reference(args, metrics)
         for name, why in no_saved.items():
             metrics.pop(name)
             missing[name] = why
-    _check_same_inputs(names, metrics)
-    local = {"frames": {"generated": 0, "reference": 0}, "skipped": []}
+    _check_same_inputs(names, dict(metrics, SyncNet=lipsync) if lipsync else metrics)
+    local = {"frames": {"generated": 0, "reference": 0}, "skipped": [], "syncnet": {"scored": [], "skipped": []}}
     videos = {"generated": generated} if args.reference_stats else {"generated": generated, "reference": reference}
-    if metrics:
-        local = _feed_pairs(names, videos, metrics, args)
+    if metrics or lipsync:
+        local = _feed_pairs(names, videos, metrics, lipsync, args)
     for metric in metrics.values():
         metric.merge_processes()
     for name, (stats, count) in saved.items():
         metrics[name].stats["reference"], metrics[name].videos["reference"] = stats, count
-    frames, skipped, device_count = _merge_counts(dict(local, devices=len(devices)))
+    frames, skipped, device_count, syncnet = _merge_local(dict(local, devices=len(devices)))
     if not first:
         return
     results: dict[str, Any] = {}
@@ -335,6 +389,8 @@ def _run(args: argparse.Namespace) -> None:
             results[name] = {"value": None, "status": NOT_BUILT[name]}
         elif name in missing:
             results[name] = {"value": None, "status": missing[name]}
+        elif name == "SyncNet":
+            results[name] = _syncnet_result(syncnet, os.path.join(args.weights, weights.SYNCNET_FILE))
         else:
             metric = metrics[name]
             value, why = metric.value()
@@ -360,6 +416,8 @@ def _run(args: argparse.Namespace) -> None:
         _save_stats(args.save_stats, metrics, args)
     for skip in skipped:
         print(f"emo-eval: FVD skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
+    for skip in syncnet["skipped"]:
+        print(f"emo-eval: SyncNet skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
     print(_markdown(values))
     print(f"wrote {args.out} ({len(names)} pairs)")
 

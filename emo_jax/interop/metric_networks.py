@@ -1,12 +1,18 @@
 """The metric networks of emo-eval and emo-train's periodic evaluation, loaded from the weights files in one folder
-(names, digests and fetch commands in emo_jax/eval/weights.py) and wrapped as sharded feature extractors."""
+(names, digests and fetch commands in emo_jax/eval/weights.py) and wrapped as sharded feature extractors, and
+emo-eval's SyncNet scorer."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from emo_jax.errors import ConfigError
 from emo_jax.eval import fid, fvd, weights
-from emo_jax.eval.weights import FID_FILE, I3D_FILE, fid_fetch_command, i3d_fetch_command
+from emo_jax.eval.weights import (FID_FILE, I3D_FILE, SYNCNET_FILE, fid_fetch_command, i3d_fetch_command,
+                                  syncnet_fetch_command)
+
+if TYPE_CHECKING:
+    from emo_jax.eval.lipsync import LipSyncScorer
 
 
 def load_extractors(folder: str, fid_batch: int = 32, fvd_batch: int = 8,
@@ -33,3 +39,23 @@ def load_extractors(folder: str, fid_batch: int = 32, fvd_batch: int = 8,
     else:
         missing["FVD"] = f"not computed: {I3D_FILE} missing in {folder}; fetch it with `{i3d_fetch_command(folder)}`"
     return extractors, missing
+
+
+def load_lipsync(folder: str, batch: int = 20,
+                 devices: Sequence | None = None) -> tuple[LipSyncScorer | None, str | None]:
+    """(emo_jax.eval.lipsync.LipSyncScorer over `devices`, None) when `folder` holds syncnet_v2.model and the face
+    detector can run; else (None, 'not computed: <why>; <what to do>')."""
+    path = os.path.join(folder, SYNCNET_FILE)
+    if not os.path.isfile(path):
+        return None, (f"not computed: {SYNCNET_FILE} missing in {folder}; fetch it with "
+                      f"`{syncnet_fetch_command(folder)}`")
+    from data_pipeline.faces import make_detector
+    from emo_jax.eval.lipsync import DETECTOR, LipSyncScorer
+    from emo_jax.interop.syncnet_import import load_syncnet
+
+    try:
+        detector = make_detector(DETECTOR)
+    except ConfigError as e:
+        return None, f"not computed: its face tracker cannot run: {e}"
+    module, params = load_syncnet(path)
+    return LipSyncScorer(module, params, batch, devices, detector), None

@@ -1,7 +1,10 @@
 """emo-eval end to end on tiny videos with random weights files written in the real files' layouts: both metrics
 with their counts, the pairing, the 10-frame video FVD skips, a missing weights file named with its fetch command,
 a FID file of another digest, and folders without videos or pairs as one-line errors. Then, on a cheap feature
-function: two real processes give one process's JSON, the progress bar, and the process flags."""
+function: two real processes give one process's JSON, the progress bar, and the process flags. Last, SyncNet
+(random weights, drawn talking faces) against syncnet.py's functions on each video, its skips, and over two
+processes."""
+import contextlib
 import io
 import json
 import pickle
@@ -13,10 +16,12 @@ import pytest
 from emo_jax.cli import eval as emo_eval
 from emo_jax.errors import UsageError
 from emo_jax.eval import weights
+from emo_jax.interop.syncnet_import import load_syncnet
 from emo_jax.video.io import write_video
 
 torch = pytest.importorskip("torch")
 from tests.eval.multiprocess import run_processes, tiny_load  # noqa: E402
+from tests.eval.test_lipsync import direct_score, save_syncnet_weights, talking_video  # noqa: E402
 from tests.eval.torch_i3d import i3d_jax_variables, random_i3d  # noqa: E402
 from tests.eval.torch_inception import FIDInceptionV3, randomize  # noqa: E402
 
@@ -82,11 +87,12 @@ def test_both_metrics_with_their_counts(folders, weight_files, tmp_path, monkeyp
     assert {(s["side"], s["video"].rsplit("/", 1)[-1], s["reason"]) for s in fvd["skipped"]["videos"]} == {
         ("generated", "c.mp4", SHORT), ("reference", "c.mp4", SHORT)}
     assert report["preprocessing"]["FID"]["every"] == 16 and report["preprocessing"]["FVD"]["stride"] == 16
-    for name in ("SyncNet", "F-SIM", "E-FID"):
+    for name in ("F-SIM", "E-FID"):
         assert report["metrics"][name]["value"] is None and "not built" in report["metrics"][name]["status"]
+    assert report["metrics"]["SyncNet"]["status"].startswith(f"not computed: {weights.SYNCNET_FILE} missing")
     out_text, err = capsys.readouterr()
     assert "| FID | SyncNet | F-SIM | FVD | E-FID |" in out_text
-    assert f"| {fid['value']:.2f} | not built | not built | {fvd['value']:.2f} | not built |" in out_text
+    assert f"| {fid['value']:.2f} | not computed | not built | {fvd['value']:.2f} | not built |" in out_text
     assert f"c.mp4: {SHORT}" in err and "without a pair" in err
 
 
@@ -100,9 +106,13 @@ def test_a_missing_weights_file_is_not_computed_naming_it_and_the_fetch_command(
     assert metrics["FID"]["status"].startswith(f"not computed: {weights.FID_FILE} missing in {empty}; fetch it with")
     assert metrics["FVD"]["status"] == (f"not computed: {weights.I3D_FILE} missing in {empty}; fetch it with "
                                         f"`python -m emo_jax.eval.fetch i3d --to {empty}`")
+    assert metrics["SyncNet"] == {"value": None, "status": (
+        f"not computed: syncnet_v2.model missing in {empty}; fetch it with `curl -L --create-dirs -o "
+        f"{empty / 'syncnet_v2.model'} http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model`")}
     out_text, err = capsys.readouterr()
-    assert "| not computed | not built | not built | not computed | not built |" in out_text
+    assert "| not computed | not computed | not built | not computed | not built |" in out_text
     assert f"FVD not computed: {weights.I3D_FILE} missing" in err
+    assert f"SyncNet not computed: {weights.SYNCNET_FILE} missing" in err
 
 
 def test_a_fid_weights_file_of_another_digest_is_one_error_line(folders, weight_files, tmp_path, capsys):
@@ -241,3 +251,83 @@ def test_saved_reference_statistics_give_the_same_numbers_without_the_reference_
     assert emo_eval.main(common + ["--reference-stats", str(stats), "--out", str(tmp_path / "y.json")]) == 0
     assert json.loads((tmp_path / "y.json").read_text())["metrics"]["FVD"]["status"] == (
         f"not computed: no saved reference statistics FVD_reference.npz in {stats}")
+
+
+@pytest.fixture(scope="module")
+def syncnet_run(tmp_path_factory):
+    """(generated folder, weights folder, emo-eval's arguments, JSON, stdout, stderr) of one emo-eval process on one
+    device over three talking videos, a silent one and a faceless one, with SyncNet's random weights (FID and FVD on
+    the cheap feature function, as the two-process run below has them)."""
+    root = tmp_path_factory.mktemp("syncnet_eval")
+    generated, folder = root / "generated", root / "weights"
+    generated.mkdir(), folder.mkdir()
+    talking_video(generated / "a.mp4", 0.8, seed=0)
+    talking_video(generated / "b.mp4", 0.6, seed=1)
+    talking_video(generated / "c.mp4", 0.4, seed=2)
+    talking_video(generated / "silent.mp4", 0.4, sound=False)
+    talking_video(generated / "faceless.mp4", 0.4, face=False)
+    save_syncnet_weights(folder / weights.SYNCNET_FILE)
+    common = ["--generated", generated, "--reference", generated, "--weights", folder, "--devices", 1,
+              "--syncnet-batch", 8]
+    out, stdout, stderr = root / "one.json", io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.setattr(emo_eval, "_load", tiny_load)
+        assert emo_eval.main([str(a) for a in common] + ["--out", str(out)]) == 0, stderr.getvalue()
+    return generated, folder, common, json.loads(out.read_text()), stdout.getvalue(), stderr.getvalue()
+
+
+def test_syncnet_scores_each_generated_video_as_syncnet_py_does(syncnet_run):
+    generated, folder, _, report, stdout, _ = syncnet_run
+    sync = report["metrics"]["SyncNet"]
+    assert sync["status"] == "computed" and sync["videos"] == {"generated": 3}
+    module, params = load_syncnet(str(folder / weights.SYNCNET_FILE))
+    expected = [direct_score(str(generated / f"{name}.mp4"), module, params) for name in ("a", "b", "c")]
+    assert [(r["video"], r["frames"], r["windows"]) for r in sync["per_video"]] == [
+        (str(generated / "a.mp4"), 20, 15), (str(generated / "b.mp4"), 15, 10), (str(generated / "c.mp4"), 10, 5)]
+    for record, result in zip(sync["per_video"], expected):
+        assert record["offset"] == result.offset
+        assert record["confidence"] == pytest.approx(result.confidence, abs=1e-5)
+        assert record["min_dist"] == pytest.approx(result.min_dist, abs=1e-5)
+    assert sync["value"] == pytest.approx(np.mean([r.confidence for r in expected]), abs=1e-5)
+    assert sync["mean_min_dist"] == pytest.approx(np.mean([r.min_dist for r in expected]), abs=1e-5)
+    assert sync["mean_abs_offset"] == np.mean([abs(r.offset) for r in expected])
+    assert sync["value"] > 0.1 and expected[0].confidence != pytest.approx(expected[1].confidence, abs=1e-3)
+    assert sync["weights_sha256"] == weights.sha256_of(str(folder / weights.SYNCNET_FILE))
+    assert report["preprocessing"]["SyncNet"]["fps"] == 25 and report["preprocessing"]["SyncNet"]["batch"] == 8
+    fid, fvd = (report["metrics"][name]["value"] for name in ("FID", "FVD"))
+    cells = [f"{fid:.2f}" if fid is not None else "not computed", f"{sync['value']:.2f}", "not built",
+             f"{fvd:.2f}" if fvd is not None else "not computed", "not built"]
+    assert "| " + " | ".join(cells) + " |" in stdout
+
+
+def test_videos_syncnet_cannot_score_are_counted_skips_with_their_reasons(syncnet_run):
+    generated, _, _, report, _, stderr = syncnet_run
+    skipped = report["metrics"]["SyncNet"]["skipped"]
+    silent, faceless = str(generated / "silent.mp4"), str(generated / "faceless.mp4")
+    assert skipped == {"count": 2, "videos": [
+        {"video": faceless, "reason": "no face tracked in 10 of 10 frames at 25 fps (the first: frame 0); SyncNet "
+                                      "scores only videos with a face in every frame"},
+        {"video": silent, "reason": f"no audio to score: {silent!r} has no audio stream; pass a file with a sound "
+                                    "track"}]}
+    assert f"SyncNet skipped {faceless}: no face tracked" in stderr
+    assert f"SyncNet skipped {silent}: no audio to score" in stderr
+
+
+def test_two_processes_give_the_syncnet_numbers_of_one(syncnet_run, tmp_path):
+    """a, c and silent on process 0, b and faceless on process 1: each process's results and skips gathered in pair
+    order (not process by process), the JSON of the one-process run."""
+    *_, common, one, _, _ = syncnet_run
+    outs = [tmp_path / f"two_{i}.json" for i in range(2)]
+    results = run_processes(lambda i, address: ["eval", *common, "--out", outs[i], "--coordinator", address,
+                                                "--num-processes", 2, "--process-id", i])
+    for status, _, err in results:
+        assert status == 0, err[-3000:]
+    two = json.loads(outs[0].read_text())
+    assert (two.pop("processes"), two.pop("devices")) == (2, 2)
+    one = {key: value for key, value in one.items() if key not in ("processes", "devices")}
+    for name in ("FID", "FVD"):
+        if one["metrics"][name]["value"] is not None:
+            assert two["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"], rel=1e-9)
+            two["metrics"][name]["value"] = one["metrics"][name]["value"]
+    assert two["metrics"]["SyncNet"] == one["metrics"]["SyncNet"]
+    assert two == one
