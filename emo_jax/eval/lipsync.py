@@ -94,6 +94,8 @@ class LipSyncScorer:
             if ready > first:
                 out.append(self.lip(lip_windows(held, range(ready - first))))
                 held, first = held[ready - first:], ready
+            if first == windows:  # the frames left are in no window (the audio may end before the video)
+                break
         assert first == windows, (first, windows)
         return np.concatenate(out)
 
@@ -107,12 +109,13 @@ def _crop_chunks(path: str, boxes_T4: np.ndarray, chunk: int) -> Iterator[np.nda
     held: list[np.ndarray] = []  # frames [done - reach (or 0), ...)
     done = 0  # crops handed out: frames [0, done)
     for index, frame in enumerate(iter_frames(path, FPS)):
+        assert index < total, f"{path}: more frames on the second decoding than the {total} of the first"
         held.append(frame)
-        if index + 1 == min(done + chunk + reach, total) or index + 1 == total:
+        if index + 1 == min(done + chunk + reach, total):  # the chunk's frames and those its crops' boxes reach
             lo = max(0, done - reach)
-            end = min(done + chunk, total) if index + 1 < total else total
+            end = done + chunk if index + 1 < total else total
             crops = face_crops(np.stack(held), boxes_T4[lo:index + 1])
             yield crops[done - lo:end - lo]
             done = end
             held = held[max(0, done - reach) - lo:]
-    assert done == total, f"{path}: {done} frames on the second decoding, {total} on the first"
+    assert done == total, f"{path}: fewer frames on the second decoding than the {total} of the first"

@@ -32,9 +32,10 @@ def save_syncnet_weights(path, seed: int = 0) -> str:
     return str(path)
 
 
-def talking_video(path, seconds: float, seed: int = 0, face: bool = True, sound: bool = True) -> str:
-    """A drawn face drifting right whose mouth opens with the loudness of a 220 Hz tone, written at 30 fps (so
-    SyncNet's 25 fps resampling is exercised)."""
+def talking_video(path, seconds: float, seed: int = 0, face: bool = True, sound: bool = True,
+                  sound_seconds: float | None = None) -> str:
+    """A drawn face drifting right whose mouth opens with the loudness of a 220 Hz tone (as long as the video
+    unless `sound_seconds`), written at 30 fps (so SyncNet's 25 fps resampling is exercised)."""
     frames = np.full((round(seconds * WRITE_FPS), SIDE, SIDE, 3), 90, np.uint8)
     syllables = lambda t: np.abs(np.sin(2 * np.pi * 2.5 * t + seed))  # noqa: E731
     for i, frame in enumerate(frames if face else []):
@@ -43,7 +44,7 @@ def talking_video(path, seconds: float, seed: int = 0, face: bool = True, sound:
         opening = max(1, round(0.35 * HALF_WIDTH * syllables(i / WRITE_FPS)))
         cv2.ellipse(frame, (round(cx), round(cy + 0.65 * HALF_WIDTH)), (round(0.35 * HALF_WIDTH), opening), 0, 0,
                     360, (40, 10, 20), -1)
-    t = np.arange(round(seconds * SR)) / SR
+    t = np.arange(round((sound_seconds or seconds) * SR)) / SR
     audio = (0.3 * syllables(t) * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     return write_mp4(path, frames, audio if sound else None)
 
@@ -77,7 +78,8 @@ def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("talking")
     return {"talking": talking_video(folder / "talking.mp4", 0.8), "silent": talking_video(
         folder / "silent.mp4", 0.5, sound=False), "faceless": talking_video(folder / "faceless.mp4", 0.5, face=False),
-        "short": talking_video(folder / "short.mp4", 0.2)}
+        "short": talking_video(folder / "short.mp4", 0.2),
+        "sound_ends_first": talking_video(folder / "sound_ends_first.mp4", 0.8, seed=1, sound_seconds=0.4)}
 
 
 def test_face_track_follows_the_drawn_face(network, videos):
@@ -103,15 +105,17 @@ def test_crops_cut_a_chunk_at_a_time_equal_those_cut_from_the_whole_video(videos
     np.testing.assert_array_equal(np.concatenate(pieces), syncnet.face_crops(frames, boxes))
 
 
-def test_score_equals_syncnet_on_the_whole_video(network, videos):
+# 6 windows where the sound ends first: AAC pads its 0.4 s to 11 frames' worth, and 11 - 5 = 6.
+@pytest.mark.parametrize("video, windows", [("talking", 15), ("sound_ends_first", 6)])
+def test_score_equals_syncnet_on_the_whole_video(network, videos, video, windows):
     """Batches of 4 windows sharded over 2 devices, crops a chunk of 4 frames at a time: the numbers of one pass of
-    embed_clip over all the crops."""
+    embed_clip over all the crops; where the sound ends first, the windows stop with it."""
     import jax
 
     scorer = lipsync.LipSyncScorer(*network, batch=4, devices=jax.local_devices()[:2])
-    got = scorer.score(videos["talking"])
-    expected = direct_score(videos["talking"], *network)
-    assert (got["frames"], got["windows"]) == (20, 15)
+    got = scorer.score(videos[video])
+    expected = direct_score(videos[video], *network)
+    assert (got["frames"], got["windows"]) == (20, windows)
     assert got["offset"] == expected.offset
     assert got["confidence"] == pytest.approx(expected.confidence, abs=1e-5)
     assert got["min_dist"] == pytest.approx(expected.min_dist, abs=1e-5)
