@@ -149,6 +149,10 @@ def five_points_from_mesh(points_468x3: np.ndarray) -> np.ndarray:
     Eye points are the midpoints of the eye corners, as the standard points are made from iBUG's corners; the nose
     is Face Mesh's tip (4, the usual match for iBUG 31) and the mouth corners are the outer lip's (61, 291). Face
     Mesh puts pixel i's centre at i + 0.5; align_face puts it at i, hence the half-pixel shift.
+
+    Measured on the repository's ten example images against the five points it ships for them (its detector's):
+    a mean distance of 4-7% of the eye distance per point (nose 1 instead of 4: 9%), which moves the crop by
+    ~2-3 px and scales it by ~2%.
     """
     p = np.asarray(points_468x3, np.float64)[:, :2]
     eyes = [(p[a] + p[b]) / 2 for a, b in MESH_EYES]
