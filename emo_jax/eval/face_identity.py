@@ -13,7 +13,7 @@ The weights come from `python -m emo_jax.eval.fetch dlib`; dlib itself from the 
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -77,6 +77,25 @@ class FaceDescriptor:
         return None if box is None else self.describe(rgb_HW3, box)
 
 
+def compare(reference: np.ndarray, found: Sequence[np.ndarray | None]) -> dict:
+    """F-SIM's numbers from the reference's descriptor and each frame's (None for a frame without a face)."""
+    scored = [d for d in found if d is not None]
+    cosines = [float(d @ reference / (np.linalg.norm(d) * np.linalg.norm(reference))) for d in scored]
+    distances = [float(np.linalg.norm(d - reference)) for d in scored]
+    return {
+        "network": NETWORK,
+        "frames": len(found),
+        "faces_found": len(scored),
+        "no_face": len(found) - len(scored),
+        "mean_cosine": float(np.mean(cosines)) if scored else None,
+        "min_cosine": min(cosines) if scored else None,
+        "mean_distance": float(np.mean(distances)) if scored else None,
+        "max_distance": max(distances) if scored else None,
+        "same_person": sum(d < SAME_PERSON_DISTANCE for d in distances),
+        "same_person_distance": SAME_PERSON_DISTANCE,
+    }
+
+
 def f_sim(reference_rgb: np.ndarray, frames: Iterable[np.ndarray], descriptor: FaceDescriptor,
           reference_name: str = "the reference image") -> dict:
     """F-SIM of `frames` (uint8 RGB [H, W, 3] each) against the reference's largest face.
@@ -88,24 +107,4 @@ def f_sim(reference_rgb: np.ndarray, frames: Iterable[np.ndarray], descriptor: F
     if reference is None:
         raise ValueError(f"{reference_name} has no face the detector finds; F-SIM compares each frame's face with "
                          "the reference's, so give a reference with a visible, unobstructed face")
-    cosines, distances, count = [], [], 0
-    for frame in frames:
-        count += 1
-        found = descriptor.describe_largest(frame)
-        if found is None:
-            continue
-        cosines.append(float(found @ reference / (np.linalg.norm(found) * np.linalg.norm(reference))))
-        distances.append(float(np.linalg.norm(found - reference)))
-    scored = len(cosines)
-    return {
-        "network": NETWORK,
-        "frames": count,
-        "faces_found": scored,
-        "no_face": count - scored,
-        "mean_cosine": float(np.mean(cosines)) if scored else None,
-        "min_cosine": min(cosines) if scored else None,
-        "mean_distance": float(np.mean(distances)) if scored else None,
-        "max_distance": max(distances) if scored else None,
-        "same_person": sum(d < SAME_PERSON_DISTANCE for d in distances),
-        "same_person_distance": SAME_PERSON_DISTANCE,
-    }
+    return compare(reference, [descriptor.describe_largest(frame) for frame in frames])
