@@ -32,7 +32,7 @@ setup(
                  "tensorflow-datasets", "importlib_resources", "ai-edge-litert",
                  "python_speech_features"],  # SyncNet's MFCC reference (tests/eval/test_syncnet.py)
         # MediaPipe's face detector and Face Mesh (emo-prepare's labels) run on the LiteRT interpreter; the model
-        # files come from `python -m data_pipeline.face_models`.
+        # files come from `python -m emo_jax.faces.models`.
         "faces": ["ai-edge-litert"],
         "tpu": ["libtpu"],
         "gpu": ["jax[cuda12]"],

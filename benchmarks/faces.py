@@ -5,12 +5,12 @@ as they are, rotated by 30 and 45 degrees, and shrunk so the face is ~40 px wide
 
 FILEs are videos or images (default: the files in /work/shared/data, where the project keeps sample media).
 Video frames are taken at --fps, at most --max-frames a file. Every frame is first shrunk to emo-prepare's
-analysis size (longer side 320, data_pipeline/faces.py's ANALYSIS_SIDE); all detectors get that RGB frame.
+analysis size (longer side 320, emo_jax/faces/detect.py's ANALYSIS_SIDE); all detectors get that RGB frame.
 The reference face is the largest box BlazeFace full-range finds on the unmodified frame (frames where it finds
 none are left out); a detector finds the face when one of its boxes has its centre within half the face's width
 of where the reference face's centre moved to and a width between half and twice the face's.
-Detectors: OpenCV's Haar cascade (data_pipeline/faces.py) and MediaPipe's BlazeFace short- and full-range
-(data_pipeline/blazeface.py), each on one thread; ms/frame is the mean over all frames of all four kinds, the
+Detectors: OpenCV's Haar cascade (emo_jax/faces/detect.py) and MediaPipe's BlazeFace short- and full-range
+(emo_jax/faces/blazeface.py), each on one thread; ms/frame is the mean over all frames of all four kinds, the
 detector call alone (the frames are made beforehand).
 """
 from __future__ import annotations
@@ -26,8 +26,8 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
-from data_pipeline.blazeface import BlazeFaceDetector  # noqa: E402
-from data_pipeline.faces import ANALYSIS_SIDE, HaarFaceDetector, largest  # noqa: E402
+from emo_jax.faces.blazeface import BlazeFaceDetector  # noqa: E402
+from emo_jax.faces.detect import ANALYSIS_SIDE, HaarFaceDetector, largest  # noqa: E402
 from emo_jax.video import iter_frames  # noqa: E402
 from emo_jax.video.image import read_image  # noqa: E402
 

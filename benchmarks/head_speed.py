@@ -6,9 +6,9 @@
 Default videos: the .mp4 files in /work/shared/data. Each is read twice: at its own frame rate, and resampled to
 --fps (the training rate, configs/emo_512.py data.fps) by nearest timestamps as emo-prepare reads it (25 -> 30
 fps repeats every fifth frame: a raw speed of 0 there, then a double step). Face boxes come from BlazeFace
-(--detector, full-range by default) through data_pipeline.faces.track_faces on every 5th frame, gaps up to 10
+(--detector, full-range by default) through emo_jax.faces.detect.track_faces on every 5th frame, gaps up to 10
 frames bridged (emo-prepare's defaults); landmarks are tracked by Face Mesh, pose and speed computed by
-data_pipeline.head_pose. Printed per clip and pooled: percentiles of the raw and smoothed speed, and the share of
+emo_jax.faces.head_pose. Printed per clip and pooled: percentiles of the raw and smoothed speed, and the share of
 frames nearest each of configs/emo_512.py's speed-bucket centres. Also the speed of a still head: one frame
 repeated 30 times, exactly and with Gaussian pixel noise (sigma 3 grey levels), the floor the tracker itself adds.
 --png draws the landmarks (stable points green) and the head axes (x red, y green, z blue) on the first clip's
@@ -28,11 +28,11 @@ import numpy as np
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_ROOT]
-from data_pipeline.blazeface import BlazeFaceDetector  # noqa: E402
+from emo_jax.faces.blazeface import BlazeFaceDetector  # noqa: E402
 from data_pipeline.extract import PrepareConfig  # noqa: E402
-from data_pipeline.face_mesh import FaceMesh  # noqa: E402
-from data_pipeline.faces import track_faces  # noqa: E402
-from data_pipeline.head_pose import STABLE_POINTS, head_pose, rotation_speed, smooth_rotations  # noqa: E402
+from emo_jax.faces.mesh import FaceMesh  # noqa: E402
+from emo_jax.faces.detect import track_faces  # noqa: E402
+from emo_jax.faces.head_pose import STABLE_POINTS, head_pose, rotation_speed, smooth_rotations  # noqa: E402
 from emo_jax.config import load_config  # noqa: E402
 from emo_jax.video.io import read_video  # noqa: E402
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from data_pipeline.crop import Framing, frame_face, smooth_boxes
 from data_pipeline.encoders import SegmentEncoders
-from data_pipeline.faces import (ANALYSIS_SIDE, DETECTORS, FaceDetector, analysis_frame, detection_frame, shrink,
+from emo_jax.faces.detect import (ANALYSIS_SIDE, DETECTORS, FaceDetector, analysis_frame, detection_frame, shrink,
                                  track_faces)
-from data_pipeline.head_pose import HeadPoseSpeed
+from emo_jax.faces.head_pose import HeadPoseSpeed
 from data_pipeline.schema import SegmentRecord
 from data_pipeline.segments import shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
@@ -34,7 +34,7 @@ class PrepareConfig:
     max_seconds: float = 12.0
     shot_threshold: float = 0.4
     jpeg_quality: int = 95
-    detector: str = "blazeface_full"  # data_pipeline/faces.py DETECTORS
+    detector: str = "blazeface_full"  # emo_jax/faces/detect.py DETECTORS
     # data_pipeline/speed.py ESTIMATORS; head_pose (EMO's label, degrees per frame) also stores landmarks and pose
     speed_estimator: str = "head_pose"
     # Cuts and image-motion speeds run on grey frames this long (~60 KB per frame kept); the Haar detector runs on

@@ -41,7 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from data_pipeline.encoders import SegmentEncoders
 from data_pipeline.extract import PrepareConfig, SkipInput, extract_segments
-from data_pipeline.faces import FaceDetector, make_detector
+from emo_jax.faces.detect import FaceDetector, make_detector
 from data_pipeline.schema import SCHEMA_VERSION, encode_record
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator, make_speed_estimator
 from emo_jax.errors import UsageError

@@ -28,7 +28,7 @@ One record = one video segment (3-12 s, one shot, face visible throughout), sche
     landmarks          f16 [T, 468, 3] or None   (v3) MediaPipe Face Mesh points in frame pixels (x, y; z is depth
                                 in the same scale, relative to the face), NaN rows where the mesh lost the face
     head_pose          f32 [T, 6] or None   (v3) yaw, pitch, roll in degrees and translation x, y (frame pixels),
-                                z (relative) of the head, from the landmarks (data_pipeline/head_pose.py); NaN where lost
+                                z (relative) of the head, from the landmarks (emo_jax/faces/head_pose.py); NaN where lost
     lip_mask           u8 [size, size] or None   (v3) 1 inside the union over the segment's frames of the hull of
                                 the lip landmarks (Hallo-style masked audio attention can weight the mouth with it)
     mesh_face_mask     u8 [size, size] or None   (v3) the same union for the hull of all 468 landmarks: the face

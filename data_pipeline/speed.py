@@ -1,7 +1,7 @@
 """Per-frame head-rotation speed estimators behind one small interface.
 
 EMO conditions its speed layers on head-rotation speed. emo-prepare's default, "head_pose"
-(data_pipeline/head_pose.py), is that label: the angle between consecutive head poses from tracked Face Mesh
+(emo_jax/faces/head_pose.py), is that label: the angle between consecutive head poses from tracked Face Mesh
 landmarks, in degrees per frame, the unit of the model's speed buckets (model.speed.unit); it runs in pass 2 on
 the segment's crop frames and also gives the landmarks and the head pose the records store. The two
 image-motion proxies below need no model files; both are in face widths per second (scale-free, so crops and
@@ -26,8 +26,8 @@ from typing import Protocol, Sequence
 import cv2
 import numpy as np
 
-from data_pipeline.faces import require_litert
-from data_pipeline.head_pose import HeadPoseSpeed
+from emo_jax.faces.detect import require_litert
+from emo_jax.faces.head_pose import HeadPoseSpeed
 
 _PATCH = 64  # flow is computed on the face window resized to 64 x 64: enough detail, cheap on a CPU
 
@@ -93,5 +93,5 @@ def make_speed_estimator(name: str) -> SpeedEstimator | HeadPoseSpeed:
     if name not in ESTIMATORS:
         raise ValueError(f"unknown speed estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
     if name == "head_pose":
-        require_litert("the head_pose speed estimator (Face Mesh)")
+        require_litert("the head_pose speed estimator (Face Mesh)", "--speed-estimator flow")
     return ESTIMATORS[name]()

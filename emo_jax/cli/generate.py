@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from data_pipeline.faces import DETECTORS
+from emo_jax.faces.detect import DETECTORS
 from emo_jax.cli.runner import ArgumentParser, run
 from emo_jax.sample.generate import DEFAULT_SPEED
 

@@ -144,7 +144,7 @@ def load_standard_points(path: str) -> np.ndarray:
 
 
 def five_points_from_mesh(points_468x3: np.ndarray) -> np.ndarray:
-    """align_face's five points [5, 2] from Face Mesh landmarks [468, 3] (data_pipeline/face_mesh.py).
+    """align_face's five points [5, 2] from Face Mesh landmarks [468, 3] (emo_jax/faces/mesh.py).
 
     Eye points are the midpoints of the eye corners, as the standard points are made from iBUG's corners; the nose
     is Face Mesh's tip (4, the usual match for iBUG 31) and the mouth corners are the outer lip's (61, 291). Face

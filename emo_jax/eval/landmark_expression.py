@@ -2,8 +2,8 @@
 Deep3DFaceRecon weights (emo_jax/eval/face_recon.py) are not at hand. NOT comparable with EMO's E-FID or any
 published number: the features are ours, not 3DMM expression coefficients.
 
-Per video, the landmarks [T, 468, 3] (data_pipeline/face_mesh.py) are brought into the head frame by the same
-similarity alignment that head pose uses (data_pipeline/head_pose.py: a generalised-Procrustes reference shape,
+Per video, the landmarks [T, 468, 3] (emo_jax/faces/mesh.py) are brought into the head frame by the same
+similarity alignment that head pose uses (emo_jax/faces/head_pose.py: a generalised-Procrustes reference shape,
 each frame's least-squares scale, rotation and translation to it over the points that do not move with
 expression), divided by the reference's size (the root-mean-square distance of those stable points from their
 centroid), and the points that carry expression are kept: lips (outer and inner), jaw (the face contour below the
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_pipeline.head_pose import STABLE_POINTS, head_pose, reference_shape
+from emo_jax.faces.head_pose import STABLE_POINTS, head_pose, reference_shape
 from emo_jax.eval.frechet import FeatureStats, frechet_distance_between
 
 # Face Mesh indices (MediaPipe's face mesh topology). Lips: outer ring, then inner ring.

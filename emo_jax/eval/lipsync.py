@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import jax
 import numpy as np
 
-from data_pipeline.faces import FaceDetector, detection_frame, make_detector, track_faces
+from emo_jax.faces.detect import FaceDetector, detection_frame, make_detector, track_faces
 from emo_jax.audio.decode import load_audio
 from emo_jax.errors import AudioError
 from emo_jax.eval.extract import ShardedExtractor

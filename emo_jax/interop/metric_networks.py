@@ -49,7 +49,7 @@ def load_lipsync(folder: str, batch: int = 20,
     if not os.path.isfile(path):
         return None, (f"not computed: {SYNCNET_FILE} missing in {folder}; fetch it with "
                       f"`{syncnet_fetch_command(folder)}`")
-    from data_pipeline.faces import make_detector
+    from emo_jax.faces.detect import make_detector
     from emo_jax.eval.lipsync import DETECTOR, LipSyncScorer
     from emo_jax.interop.syncnet_import import load_syncnet
 

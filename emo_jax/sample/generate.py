@@ -29,9 +29,9 @@ def parse_face_box(text: str) -> np.ndarray:
 
 
 def detect_face(image_HW3: np.ndarray, path: str, detector: str = "blazeface_full") -> np.ndarray:
-    """The largest face box (x0, y0, x1, y1) `detector` (data_pipeline/faces.py DETECTORS) finds, in image pixels,
+    """The largest face box (x0, y0, x1, y1) `detector` (emo_jax/faces/detect.py DETECTORS) finds, in image pixels,
     found on the copy emo-prepare detects on."""
-    from data_pipeline.faces import detection_frame, largest, make_detector
+    from emo_jax.faces.detect import detection_frame, largest, make_detector
 
     found = make_detector(detector)
     small, scale = detection_frame(image_HW3, found)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from data_pipeline.head_pose import STABLE_POINTS
+from emo_jax.faces.head_pose import STABLE_POINTS
 from emo_jax.eval.landmark_expression import (DIM, EXPRESSIVE_POINTS, LIPS, add_video, landmark_efid,
                                               landmark_expression, new_stats)
 

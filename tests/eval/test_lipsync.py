@@ -51,7 +51,7 @@ def talking_video(path, seconds: float, seed: int = 0, face: bool = True, sound:
 
 def direct_boxes(frames):
     """BlazeFace full-range on every frame's detection copy, tracked as emo-eval tracks, in frame pixels."""
-    from data_pipeline.faces import detection_frame, make_detector, track_faces
+    from emo_jax.faces.detect import detection_frame, make_detector, track_faces
 
     detector = make_detector("blazeface_full")
     copies = [detection_frame(frame, detector) for frame in frames]

@@ -1,7 +1,7 @@
 """MediaPipe's BlazeFace face detectors run through the LiteRT interpreter, with their pre- and post-processing
 (letterboxing, SSD anchors, box and keypoint decoding, weighted non-maximum suppression) in numpy.
 
-Two models (data_pipeline/face_models.py fetches both):
+Two models (emo_jax/faces/models.py fetches both):
 - short range (`face_detection_short_range.tflite`, 128x128 input): faces within about 2 m of the camera, i.e.
   large in the frame (selfie, webcam, talking-head close-ups);
 - full range (`face_detection_full_range_sparse.tflite`, 192x192 input): also small and distant faces.
@@ -31,7 +31,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from data_pipeline.face_models import model_path
+from emo_jax.faces.models import model_path
 
 # Keypoint order of the model's output (MediaPipe's FaceKeyPoint); right/left are the person's own.
 KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")

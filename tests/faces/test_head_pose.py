@@ -2,9 +2,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.head_pose import (STABLE_POINTS, HeadPoseSpeed, euler_angles, fill_gaps, frontal_axes, head_pose,
+from emo_jax.faces.head_pose import (STABLE_POINTS, HeadPoseSpeed, euler_angles, fill_gaps, frontal_axes, head_pose,
                                      rotation_speed, smooth_rotations)
-from test_face_mesh import BACKGROUND, SIDE, face_box, face_image
+from tests.faces.test_mesh import BACKGROUND, SIDE, face_box, face_image
 
 
 def rotation(axis, degrees: float) -> np.ndarray:

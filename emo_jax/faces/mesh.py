@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from data_pipeline.face_models import model_path
+from emo_jax.faces.models import model_path
 
 INPUT_SIDE = 192
 NUM_LANDMARKS = 468
@@ -64,7 +64,7 @@ def _crop_to_image(roi: Roi) -> np.ndarray:
 
 
 class FaceMesh:
-    """Face Mesh on a LiteRT interpreter; `folder` holds the model file (see data_pipeline.face_models)."""
+    """Face Mesh on a LiteRT interpreter; `folder` holds the model file (see emo_jax.faces.models)."""
 
     def __init__(self, folder: str | None = None, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter  # the faces extra; only this class needs it

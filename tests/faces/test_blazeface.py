@@ -1,10 +1,10 @@
-"""Tests for data_pipeline/blazeface.py: anchors, decoding of planted raw outputs through the letterbox, weighted
+"""Tests for emo_jax/faces/blazeface.py: anchors, decoding of planted raw outputs through the letterbox, weighted
 NMS, and both real models on the drawn face of synthetic_videos.py."""
 import numpy as np
 import pytest
 
-from data_pipeline.blazeface import BlazeFaceDetector, Letterbox, letterbox_tensor, ssd_anchors
-from synthetic_videos import draw_face
+from emo_jax.faces.blazeface import BlazeFaceDetector, Letterbox, letterbox_tensor, ssd_anchors
+from tests.data_pipeline.synthetic_videos import draw_face
 
 
 @pytest.fixture(scope="module")

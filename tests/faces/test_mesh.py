@@ -1,11 +1,11 @@
-"""The real Face Mesh model on synthetic_videos.py's drawn face (fetched by python -m data_pipeline.face_models)."""
+"""The real Face Mesh model on synthetic_videos.py's drawn face (fetched by python -m emo_jax.faces.models)."""
 import cv2
 import numpy as np
 import pytest
 
-from data_pipeline.face_mesh import EYE_LINE, PRESENCE_THRESHOLD, FaceMesh, roi_from_box, roi_from_landmarks
-from data_pipeline.head_pose import head_pose, rotation_speed, smooth_rotations
-from synthetic_videos import draw_face
+from emo_jax.faces.mesh import EYE_LINE, PRESENCE_THRESHOLD, FaceMesh, roi_from_box, roi_from_landmarks
+from emo_jax.faces.head_pose import head_pose, rotation_speed, smooth_rotations
+from tests.data_pipeline.synthetic_videos import draw_face
 
 SIDE, HALF_WIDTH, BACKGROUND = 192, 30, 90
 

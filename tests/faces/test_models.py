@@ -1,12 +1,12 @@
-"""Tests for data_pipeline/face_models.py: files are found by digest, a missing or different file names the fetch
+"""Tests for emo_jax/faces/models.py: files are found by digest, a missing or different file names the fetch
 command, and a fetch into a folder that holds the verified files downloads nothing."""
 import os
 import shutil
 
 import pytest
 
-import data_pipeline.face_models as face_models
-from data_pipeline.faces import make_detector
+import emo_jax.faces.models as face_models
+from emo_jax.faces.detect import make_detector
 from emo_jax.cli.prepare import main as prepare_main
 from emo_jax.errors import ConfigError
 
@@ -20,7 +20,7 @@ def test_the_fetched_files_are_verified():
 
 def test_a_missing_or_changed_file_names_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv(face_models.ENV, str(tmp_path))
-    with pytest.raises(ConfigError, match=f"missing; fetch it with `python -m data_pipeline.face_models --to {tmp_path}`"):
+    with pytest.raises(ConfigError, match=f"missing; fetch it with `python -m emo_jax.faces.models --to {tmp_path}`"):
         make_detector("blazeface_full")
     name = "face_detection_short_range.tflite"
     shutil.copy(face_models.model_path(name, SOURCE), tmp_path / name)
@@ -47,5 +47,5 @@ def test_emo_prepare_without_the_models_stops_in_one_line_before_writing(tmp_pat
     code = prepare_main(["--input", str(tmp_path / "videos"), "--output", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert "emo-prepare: error:" in err and "python -m data_pipeline.face_models" in err
+    assert "emo-prepare: error:" in err and "python -m emo_jax.faces.models" in err
     assert not (tmp_path / "out").exists()

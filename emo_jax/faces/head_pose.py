@@ -33,7 +33,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from data_pipeline.face_mesh import NUM_LANDMARKS, FaceMesh
+from emo_jax.faces.mesh import NUM_LANDMARKS, FaceMesh
 
 # (image-left, image-right) landmarks of a frontal face: eye corners, then the face contour from forehead to cheek.
 SYMMETRIC_PAIRS = ((33, 263), (133, 362), (109, 338), (67, 297), (103, 332), (54, 284), (21, 251), (162, 389),

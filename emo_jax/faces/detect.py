@@ -2,7 +2,7 @@
 
 Detectors (emo-prepare's --detector, emo-generate's too), each called on a uint8 RGB frame and returning boxes
 [N, 4] (x0, y0, x1, y1) in its pixels:
-- "blazeface_full" (default) and "blazeface_short": MediaPipe's BlazeFace (data_pipeline/blazeface.py), the
+- "blazeface_full" (default) and "blazeface_short": MediaPipe's BlazeFace (emo_jax/faces/blazeface.py), the
   detector EMO labelled its data with. On real portraits and talking-head footage it is ~11x faster than Haar
   per frame and finds rotated and small faces that Haar misses (benchmarks/faces.py);
 - "haar": OpenCV's frontal-face Haar cascade, the detector before BlazeFace; it needs no model files, so it stays
@@ -88,14 +88,15 @@ class HaarFaceDetector:
         return boxes
 
 
-def require_litert(what: str) -> None:
-    """Raises ConfigError when ai-edge-litert, which runs MediaPipe's models, is not installed."""
+def require_litert(what: str, instead: str = "") -> None:
+    """Raises ConfigError when ai-edge-litert, which runs MediaPipe's models, is not installed; `instead` names an
+    option that needs no model, if the caller has one."""
     try:
         import ai_edge_litert.interpreter  # noqa: F401
     except ImportError:
         raise ConfigError(f"{what} runs MediaPipe's model on ai-edge-litert, which is not installed: pip install -c "
-                          "constraints.txt -e '.[faces]' (then python -m data_pipeline.face_models), or choose "
-                          "--detector haar / --speed-estimator flow") from None
+                          "constraints.txt -e '.[faces]' (then python -m emo_jax.faces.models)"
+                          + (f", or choose {instead}" if instead else "")) from None
 
 
 DETECTORS = ("blazeface_full", "blazeface_short", "haar")
@@ -103,13 +104,13 @@ DETECTORS = ("blazeface_full", "blazeface_short", "haar")
 
 def make_detector(name: str, threads: int = 1) -> FaceDetector:
     """The detector registered under `name` (DETECTORS); BlazeFace's model files come from
-    data_pipeline/face_models.py's folder ($EMO_JAX_FACE_MODELS)."""
+    emo_jax/faces/models.py's folder ($EMO_JAX_FACE_MODELS)."""
     if name == "haar":
         return HaarFaceDetector()
     if name not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; choose one of {list(DETECTORS)}")
-    require_litert(f"the {name} face detector")
-    from data_pipeline.blazeface import BlazeFaceDetector
+    require_litert(f"the {name} face detector", "--detector haar")
+    from emo_jax.faces.blazeface import BlazeFaceDetector
 
     return BlazeFaceDetector(name.removeprefix("blazeface_"), threads=threads)
 

@@ -1,10 +1,10 @@
-"""Tests for data_pipeline/faces.py: every detector finds the synthetic face on the frame copy it is given;
+"""Tests for emo_jax/faces/detect.py: every detector finds the synthetic face on the frame copy it is given;
 tracking fills between detections."""
 import numpy as np
 import pytest
 
-from data_pipeline.faces import DETECTORS, detection_frame, make_detector, track_faces
-from synthetic_videos import draw_face
+from emo_jax.faces.detect import DETECTORS, detection_frame, make_detector, track_faces
+from tests.data_pipeline.synthetic_videos import draw_face
 
 
 @pytest.mark.parametrize("name", DETECTORS)
