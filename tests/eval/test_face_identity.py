@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -86,6 +87,15 @@ def test_faceless_frames_are_counted_and_left_out_of_the_means(descriptor):
     assert result["mean_distance"] == pytest.approx(np.mean(distances), abs=1e-9)
     assert result["min_cosine"] == pytest.approx(min(cosines), abs=1e-9)
     assert 0 < result["mean_distance"] < face_identity.SAME_PERSON_DISTANCE  # moved, resized, mirrored: not equal
+
+
+@needs_dlib
+def test_a_frame_larger_than_the_detector_input_is_boxed_in_its_own_pixels(descriptor):
+    small = face()
+    big = cv2.resize(small, (3 * SIDE, 3 * SIDE), interpolation=cv2.INTER_CUBIC)  # detected on a shrunk copy
+    np.testing.assert_allclose(descriptor.largest_face(big), 3 * descriptor.largest_face(small), atol=3)
+    # the box left in the copy's pixels puts the face elsewhere: 0.68 measured, against 0.13 here
+    assert np.linalg.norm(descriptor.describe_largest(big) - descriptor.describe_largest(small)) < 0.3
 
 
 @needs_dlib
