@@ -34,7 +34,7 @@ class PrepareConfig:
     max_seconds: float = 12.0
     shot_threshold: float = 0.4
     jpeg_quality: int = 95
-    detector: str = "blazeface_full"  # emo_jax/faces/detect.py DETECTORS
+    detector: str = "blazeface"  # emo_jax/faces/detect.py DETECTORS
     # data_pipeline/speed.py ESTIMATORS; head_pose (EMO's label, degrees per frame) also stores landmarks and pose
     speed_estimator: str = "head_pose"
     # Cuts and image-motion speeds run on grey frames this long (~60 KB per frame kept); the Haar detector runs on

@@ -21,8 +21,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--out", required=True, help="output .mp4 path")
     p.add_argument("--seed", type=int, help="noise seed (default config.seed); same seed, same video")
     p.add_argument("--face-box", help="face region x0,y0,x1,y1 in pixels of --image (default: detected)")
-    p.add_argument("--detector", default="blazeface_full", choices=DETECTORS,
-                   help="face detector for --image when no --face-box (default blazeface_full, emo-prepare's; "
+    p.add_argument("--detector", default="blazeface", choices=DETECTORS,
+                   help="face detector for --image when no --face-box (default blazeface, emo-prepare's; "
                         "haar needs no model files)")
     p.add_argument("--speed", help=f"head speed in the model's unit (model.speed.unit, degrees per frame in "
                                    f"configs/emo_512.py): a number, or a .npy/.txt file with one value per output "

@@ -28,7 +28,7 @@ from emo_jax.eval.syncnet import (BOX_SMOOTHING, FPS, SAMPLE_RATE, SAMPLES_PER_F
                                   LipEncoder, SyncNet, audio_windows, face_crops, lip_windows, mfcc, pcm16,
                                   sync_offset, window_count)
 
-DETECTOR = "blazeface_full"
+DETECTOR = "blazeface"
 MAX_GAP = 25  # frames a face track may go without a detection (syncnet_python's num_failed_det)
 MIN_FRAMES = BOX_SMOOTHING // 2 + 1  # face_crops' shortest track
 

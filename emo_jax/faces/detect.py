@@ -2,9 +2,11 @@
 
 Detectors (emo-prepare's --detector, emo-generate's too), each called on a uint8 RGB frame and returning boxes
 [N, 4] (x0, y0, x1, y1) in its pixels:
-- "blazeface_full" (default) and "blazeface_short": MediaPipe's BlazeFace (emo_jax/faces/blazeface.py), the
-  detector EMO labelled its data with. On real portraits and talking-head footage it is ~11x faster than Haar
-  per frame and finds rotated and small faces that Haar misses (benchmarks/faces.py);
+- "blazeface" (default): BlazeFace full-range, and short-range on the frames where full-range finds no face
+  (full-range missed a large frontal face on 5 of 122 frames of a real clip that short-range found);
+- "blazeface_full" and "blazeface_short": MediaPipe's BlazeFace (emo_jax/faces/blazeface.py), the
+  detector EMO labelled its data with. On real portraits and talking-head footage it is 7x (full) and 15x
+  (short) faster than Haar per frame and finds the rotated and small faces that Haar misses (benchmarks/faces.py);
 - "haar": OpenCV's frontal-face Haar cascade, the detector before BlazeFace; it needs no model files, so it stays
   for runs without them (the CPU demo draws its faces frontal and upright).
 """
@@ -99,7 +101,19 @@ def require_litert(what: str, instead: str = "") -> None:
                           + (f", or choose {instead}" if instead else "")) from None
 
 
-DETECTORS = ("blazeface_full", "blazeface_short", "haar")
+class FallbackDetector:
+    """One detector, and a second one on the frames where the first finds no face."""
+
+    def __init__(self, name: str, first: FaceDetector, second: FaceDetector):
+        self.name, self.first, self.second = name, first, second
+        self.input_side = getattr(first, "input_side", None)
+
+    def __call__(self, rgb_HW3: np.ndarray) -> np.ndarray:
+        boxes = self.first(rgb_HW3)
+        return boxes if len(boxes) else self.second(rgb_HW3)
+
+
+DETECTORS = ("blazeface", "blazeface_full", "blazeface_short", "haar")
 
 
 def make_detector(name: str, threads: int = 1) -> FaceDetector:
@@ -112,6 +126,9 @@ def make_detector(name: str, threads: int = 1) -> FaceDetector:
     require_litert(f"the {name} face detector", "--detector haar")
     from emo_jax.faces.blazeface import BlazeFaceDetector
 
+    if name == "blazeface":
+        return FallbackDetector(name, BlazeFaceDetector("full", threads=threads),
+                                BlazeFaceDetector("short", threads=threads))
     return BlazeFaceDetector(name.removeprefix("blazeface_"), threads=threads)
 
 

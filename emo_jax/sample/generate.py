@@ -28,7 +28,7 @@ def parse_face_box(text: str) -> np.ndarray:
     return box
 
 
-def detect_face(image_HW3: np.ndarray, path: str, detector: str = "blazeface_full") -> np.ndarray:
+def detect_face(image_HW3: np.ndarray, path: str, detector: str = "blazeface") -> np.ndarray:
     """The largest face box (x0, y0, x1, y1) `detector` (emo_jax/faces/detect.py DETECTORS) finds, in image pixels,
     found on the copy emo-prepare detects on."""
     from emo_jax.faces.detect import detection_frame, largest, make_detector

@@ -3,7 +3,7 @@ tracking fills between detections."""
 import numpy as np
 import pytest
 
-from emo_jax.faces.detect import DETECTORS, detection_frame, make_detector, track_faces
+from emo_jax.faces.detect import DETECTORS, FallbackDetector, detection_frame, make_detector, track_faces
 from tests.data_pipeline.synthetic_videos import draw_face
 
 
@@ -19,6 +19,14 @@ def test_each_detector_finds_the_synthetic_face_where_it_is(name):
     x0, y0, x1, y1 = boxes[0]
     assert x0 < 400 < x1 and y0 < 170 < y1 and 70 < x1 - x0 < 200
     assert len(detector(np.full_like(small, 90))) == 0
+
+
+def test_the_fallback_asks_the_second_detector_only_where_the_first_finds_nothing():
+    first, second = _ScriptedDetector(misses={1, 3}), _ScriptedDetector(misses={3})
+    both = FallbackDetector("both", first, second)
+    found = [both(frame) for frame in _frames(5)]
+    assert first.calls == [0, 1, 2, 3, 4] and second.calls == [1, 3]
+    assert [len(b) for b in found] == [1, 1, 1, 0, 1] and found[1][0, 0] == 1
 
 
 def test_an_unknown_detector_is_refused_with_the_choices():
