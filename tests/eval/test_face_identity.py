@@ -43,8 +43,6 @@ def dlib_folder(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def descriptor(dlib_folder) -> FaceDescriptor:
-    if importlib.util.find_spec("dlib") is None:
-        pytest.skip(f"dlib is not installed (pip install dlib-bin=={weights.DLIB_BIN_VERSION})")
     return FaceDescriptor(dlib_folder)
 
 
