@@ -1,10 +1,10 @@
 """F-SIM on real footage: does dlib's face descriptor tell the same person from different people?
 
-    python benchmarks/face_identity.py [--weights DIR] [--data DIR] [--detector blazeface_full|blazeface_short]
+    python benchmarks/face_identity.py [--weights DIR] [--data DIR] [--detector blazeface|blazeface_full|...]
         [--out benchmarks/results/face_identity.json]
 
 Every frame of each talking-head clip in --data (three people, at the clips' own 25 fps) is described once
-(emo_jax/eval/face_identity.py: BlazeFace, full-range by default, on each frame, dlib's 5-point alignment,
+(emo_jax/eval/face_identity.py: BlazeFace full- then short-range by default, on each frame, dlib's 5-point alignment,
 the 128-d descriptor) and compared with each reference: every clip's first frame and the two portraits. The
 diagonal (a clip against its own first frame, that frame included) is the same person; every other cell is a
 different person, and should score lower cosine similarity and larger distance, frame by frame too. Also printed:
@@ -27,6 +27,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [_ROOT]
 from emo_jax.eval import weights  # noqa: E402
 from emo_jax.eval.face_identity import SAME_PERSON_DISTANCE, FaceDescriptor, compare  # noqa: E402
+from emo_jax.faces.detect import DETECTORS  # noqa: E402
 from emo_jax.video.io import read_video  # noqa: E402
 
 CLIPS = ("SadTalker_examples_ref_video_WDA_KatieHill_000.mp4", "video-retalking_examples_face_2.mp4",
@@ -61,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default=weights.DEFAULT_FOLDER)
     parser.add_argument("--data", default="/work/shared/data")
-    parser.add_argument("--detector", default="blazeface_full", choices=["blazeface_full", "blazeface_short"])
+    parser.add_argument("--detector", default="blazeface", choices=DETECTORS)
     parser.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "face_identity.json"))
     args = parser.parse_args()
     cv2.setNumThreads(1)

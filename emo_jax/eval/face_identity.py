@@ -1,10 +1,10 @@
 """F-SIM (EMO Table 1): how alike the face in each generated frame is to the face in the reference portrait, by
 dlib's 128-d face descriptor.
 
-Faces are found by our detector (BlazeFace full-range, as emo-prepare and emo-generate find them), not by dlib's.
-On that box dlib's 5-point shape predictor places the eye corners and the nose, dlib.get_face_chip turns the face
-upright into a 150 px chip with padding 0.25 (dlib's defaults, which face_recognition uses), and
-dlib_face_recognition_resnet_model_v1 maps the chip to 128 numbers. dlib compares descriptors by Euclidean distance
+Faces are found by our detector (BlazeFace, full-range and short-range where full-range finds none, as emo-prepare
+and emo-generate find them), not by dlib's. On that box dlib's 5-point shape predictor places the eye corners and
+the nose, dlib.get_face_chip turns the face upright into a 150 px chip with padding 0.25 (dlib's defaults, which
+face_recognition uses), and dlib_face_recognition_resnet_model_v1 maps the chip to 128 numbers. dlib compares descriptors by Euclidean distance
 (the same person below 0.6: 99.38% of LFW's pairs); F-SIM also reports the mean cosine similarity. Numbers from
 another identity network (ArcFace, ...) are on another scale and are not comparable with these.
 
@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from data_pipeline.faces import detection_frame, largest, make_detector
 from emo_jax.errors import CheckpointError, ConfigError
 from emo_jax.eval import weights
+from emo_jax.faces.detect import detection_frame, largest, make_detector
 from emo_jax.paths import require_file
 
 NETWORK = "dlib_face_recognition_resnet_model_v1 (128-d), 5-point aligned"
@@ -38,9 +38,10 @@ def _import_dlib():
 
 
 class FaceDescriptor:
-    """dlib's face descriptor network and shape predictor from `folder`, with BlazeFace to find the faces."""
+    """dlib's face descriptor network and shape predictor from `folder`, with `detector` (emo_jax.faces.detect's
+    DETECTORS) to find the faces."""
 
-    def __init__(self, folder: str = weights.DEFAULT_FOLDER, detector: str = "blazeface_full"):
+    def __init__(self, folder: str = weights.DEFAULT_FOLDER, detector: str = "blazeface"):
         paths = {}
         for name, expected in weights.DLIB_SHA256.items():
             path = paths[name] = os.path.join(folder, name)
