@@ -30,10 +30,13 @@ setup(
     extras_require={
         "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu",
                  "tensorflow-datasets", "importlib_resources", "ai-edge-litert",
-                 "python_speech_features"],  # SyncNet's MFCC reference (tests/eval/test_syncnet.py)
+                 "python_speech_features",  # SyncNet's MFCC reference (tests/eval/test_syncnet.py)
+                 "dlib-bin"],
         # MediaPipe's face detector and Face Mesh (emo-prepare's labels) run on the LiteRT interpreter; the model
         # files come from `python -m emo_jax.faces.models`.
         "faces": ["ai-edge-litert"],
+        # emo-eval's F-SIM: dlib's face descriptor (its model files: python -m emo_jax.eval.fetch dlib).
+        "eval": ["dlib-bin"],
         "tpu": ["libtpu"],
         "gpu": ["jax[cuda12]"],
         "tfds": ["tensorflow-datasets", "importlib_resources"],

