@@ -147,7 +147,7 @@ def compile_step(config, device) -> tuple:
                                                                                        config.vae.scaling_factor))
     batch = abstract_batch(batch_spec(config), config.train.batch_size, encoded=True,
                            sharding=lambda nd: batch_sharding(mesh, nd))
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         traced = jax.jit(step, donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh))).trace(
             factory.abstract_with_shardings(), {"vae": None, "audio": None}, batch)
         trace_s = time.perf_counter() - start

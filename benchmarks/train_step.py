@@ -68,7 +68,7 @@ def measure(config, steps: int) -> dict:
     encs, frozen = load_encoders(config, keys, random_init=True)
     frozen = jax.device_put(frozen, replicated(mesh))
     step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs), donate_argnums=0)
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         state, device_batch = factory.create(config.seed), global_batch(batch, mesh, keys)
         start = time.perf_counter()
         compiled = step.lower(state, frozen, device_batch).compile()

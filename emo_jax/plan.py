@@ -35,7 +35,7 @@ def trace_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     # VAE and wav2vec2 run once in emo-prepare, not in every step).
     batch = abstract_batch(batch_spec(config), config.train.batch_size, encoded=True,
                            sharding=lambda nd: batch_sharding(mesh, nd))
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         traced = jax.jit(step, donate_argnums=0, out_shardings=(factory.shardings, replicated(mesh))).trace(
             factory.abstract_with_shardings(), frozen, batch)
     return traced, mesh
@@ -62,7 +62,7 @@ def utilization(flops_per_step: float | None, step_seconds: float | None, peak_f
 def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     """(compiled executable, mesh, FlopCount of the whole program's jaxpr) of the full train step on `devices`."""
     traced, mesh = trace_train_step(config, devices)
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         compiled = traced.lower().compile()
     return compiled, mesh, count_flops(traced.jaxpr)
 

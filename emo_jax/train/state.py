@@ -61,8 +61,8 @@ class StateFactory:
         boxed = abstract_params(self.model, self.example_inputs)
         self.mask = trainable_mask(nn.unbox(boxed), trainable_selection(stage, config.train.trainable))
         self.tx = make_optimizer(config, self.mask)
-        with mesh, nn.logical_axis_rules(self.rules):
-            self.param_shardings = param_shardings(boxed, mesh, self.rules)
+        # Not under jax.set_mesh: there nn.unbox would constrain each abstract parameter (outside a jit: an error).
+        self.param_shardings = param_shardings(boxed, mesh, self.rules)
         self.abstract = jax.eval_shape(self._fresh, nn.unbox(boxed), jax.random.PRNGKey(0))
         self.shardings = self._state_shardings(self.abstract)
         self._create = jax.jit(self._fresh, out_shardings=self.shardings)
@@ -105,13 +105,13 @@ class StateFactory:
             return jax.make_array_from_callback(value.shape, shardings[path], lambda index: value[index])
 
         params = nn.unbox(init_params(self.model, seed, self.example_inputs, place=place))
-        with self.mesh, nn.logical_axis_rules(self.rules):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             return self._create(params, jax.random.PRNGKey(seed))
 
     def with_params(self, state: TrainState, params: dict) -> TrainState:
         """`state` with new params, and optimiser state and EMA restarted from them (after SD / stage import)."""
         params = jax.device_put(params, self.param_shardings)
-        with self.mesh, nn.logical_axis_rules(self.rules):
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             return self._reset(state, params)
 
     def abstract_with_shardings(self) -> TrainState:

@@ -282,7 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, dataset: grain.IterDa
             # Here the iterator has yielded exactly `step` batches (bar the one in hand), so a checkpoint
             # taken after the step below records the data position that belongs to its state.
             batch = batch if batch is not None else next(iterator)
-            with mesh, nn.logical_axis_rules(config.mesh.rules):
+            with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
                 state, metrics = train_step(state, frozen, global_batch(batch, mesh, keys))
             batch, step = None, step + 1
             if pending is not None:

@@ -199,7 +199,7 @@ def test_sharded_forward_equals_single_device(stage2):
     single = _apply(model)({"params": params}, **inputs)
     shardings = param_shardings(boxed, mesh, config.mesh.rules)
     sharded_params = jax.device_put(params, shardings)
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         out = jax.jit(model.apply)({"params": sharded_params}, **inputs)
     assert rel_err(out, single) < 1e-5
     # Big kernels are really split over fsdp and tensor.

@@ -39,7 +39,7 @@ def sharded(config):
 def _losses(mesh, runner, batches, config):
     _, state, step, frozen, keys = runner
     losses = []
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         for batch in batches:
             state, metrics = step(state, frozen, global_batch(batch, mesh, keys))
             losses.append(float(metrics["loss"]))
@@ -69,7 +69,7 @@ def overfit(prepared, batches):
     factory, state, step, frozen, keys = step_runner(config, mesh)
     batch = global_batch(batches[0], mesh, keys)
     losses = []
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         for _ in range(60):
             before = jax.device_get((state.params, state.ema))
             # Step 0's key every time: the same timesteps, noise and dropout, so memorising is possible.
@@ -101,7 +101,7 @@ def test_non_finite_step_is_skipped_and_counted(config, batches, sharded):
     state = factory.create(config.seed)
     poisoned = dict(batches[0], audio=np.full_like(batches[0]["audio"], np.nan))
     before = jax.device_get((state.params, state.ema, state.opt_state))
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         state, bad = step(state, frozen, global_batch(poisoned, mesh, keys))
         after_bad = jax.device_get((state.params, state.ema, state.opt_state))
         state, good = step(state, frozen, global_batch(batches[0], mesh, keys))
@@ -121,7 +121,7 @@ def test_precomputed_latents_and_audio_features_train_without_encoders():
     step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, Encoders(None, None)))
     state = factory.create(0)
     before = jax.device_get(state.params)
-    with mesh, nn.logical_axis_rules(config.mesh.rules):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
         state, metrics = step(state, {"vae": None, "audio": None}, global_batch(batch, mesh, used_keys(config, batch)))
     assert bool(metrics["finite"]) and float(metrics["loss"]) > 0
     changed = {module_of(p) for p, v in traverse_util.flatten_dict(jax.device_get(state.params)).items()
