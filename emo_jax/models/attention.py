@@ -8,11 +8,13 @@ every implementation takes that form, cuDNN's fused kernel included (it refuses 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from emo_jax.models.partitioning import dense_init, zeros_init
 
@@ -79,7 +81,42 @@ def _splash_blocks(length: int, largest: int) -> tuple[int, int]:
     return padded, block
 
 
+def _mesh_axes(mesh, names: tuple[str, ...], size: int) -> tuple[str, ...]:
+    """The axes among `names` that `mesh` has (not yet manual, larger than 1) and whose product divides `size`:
+    as sharding._fit, each axis must divide it, then axes are dropped from the end until their product does."""
+    axes = [a for a in names if a in mesh.axis_names and a not in mesh.manual_axes and mesh.shape[a] > 1
+            and size % mesh.shape[a] == 0]
+    while axes and size % math.prod(mesh.shape[a] for a in axes):
+        axes.pop()
+    return tuple(axes)
+
+
 def _splash_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, block: int = SPLASH_BLOCK):
+    """jax's Pallas TPU splash attention (`_splash_one_device`), under a shard_map when a mesh of several
+    devices is set (jax.set_mesh): jax cannot partition a Mosaic kernel itself ("Mosaic kernels cannot be
+    automatically partitioned. Please wrap the call in a shard_map"). Examples are split over the mesh's batch
+    axes (data, fsdp) and heads over tensor (where the q/k/v projections' kernels put them), each axis only where
+    it divides the size; the work is repeated over the axes left out (a batch of 2 on data 4 x fsdp 2: split over
+    fsdp, each half computed by all 4 data groups). Without a mesh set, the call is one device's: a jit over
+    several devices then fails with jax's error above."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1 or mesh.are_all_axes_manual:
+        return _splash_one_device(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, block)
+    batch_axes = _mesh_axes(mesh, ("data", "fsdp"), q_BLHD.shape[0])
+    head_axes = _mesh_axes(mesh, ("tensor",), q_BLHD.shape[2])
+    spec = PartitionSpec(batch_axes or None, None, head_axes or None, None)
+    # check_vma off: the splash kernel's output carries no record of which axes it varies over. Each device's
+    # output varies only over the axes its inputs were split on, which is what out_specs says.
+    shard_map = functools.partial(jax.shard_map, mesh=mesh, out_specs=spec, check_vma=False)
+    if kv_lengths_B is None:
+        one = lambda q, k, v: _splash_one_device(q, k, v, None, block)
+        return shard_map(one, in_specs=(spec,) * 3)(q_BLHD, k_BSHD, v_BSHD)
+    one = lambda q, k, v, n: _splash_one_device(q, k, v, n, block)
+    in_specs = (spec,) * 3 + (PartitionSpec(batch_axes or None),)
+    return shard_map(one, in_specs=in_specs)(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B)
+
+
+def _splash_one_device(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, block: int):
     """jax's Pallas TPU splash attention, one kernel call per example (vmap). Key lengths become segment ids
     (queries 0; key j 0 if j < length, else 1). Sequences are padded to a multiple of 128: padded keys are cut
     off by the same segment ids, padded queries are dropped. Head dims need no padding: the kernel takes 40, 80
@@ -87,11 +124,7 @@ def _splash_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None, block: int = SP
 
     The kernel is chosen when the program is lowered (lax.platform_dependent): the compiled Mosaic kernel for
     a TPU, the same kernel in Pallas interpret mode for a CPU (slow; for tests). A CPU host compiling for a TPU
-    ahead of time (emo-compile) so gets the real kernel.
-
-    One device per call: under a jit over several TPU chips, jax refuses to compile a Mosaic kernel it would
-    have to partition ("Mosaic kernels cannot be automatically partitioned. Please wrap the call in a
-    shard_map"); the shard_map over the mesh's batch and head axes is not built."""
+    ahead of time (emo-compile) so gets the real kernel."""
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as splash_mask
 

@@ -1,13 +1,23 @@
 """Splash attention (jax's Pallas TPU kernel) run on this CPU in Pallas interpret mode: the values and gradients
 of plain XLA attention at SD1.5's head dims, with and without the reference-drop mask, on lengths no block
-divides; refused on a GPU; compiled to the Mosaic kernel for a TPU described without one."""
+divides; under a jit over the 8 simulated devices with a mesh set, in a shard_map over the batch (and head) axes;
+refused on a GPU; compiled to the Mosaic kernel for a TPU described without one, on one chip and on four."""
+import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
+from emo_jax.config import model_config
 from emo_jax.models import attention
 from emo_jax.models.attention import _splash_attention, _xla_attention, dot_product_attention
+from emo_jax.models.emo import EMO
+from emo_jax.models.partitioning import init_params
+from emo_jax.sharding import make_mesh, param_shardings
+from tests.helpers import perturb_zero_leaves, rel_err
+from tests.models.test_emo import _model, _random_inputs
 
 
 def _rel_err(got, want) -> float:
@@ -83,3 +93,101 @@ def test_splash_compiles_to_the_mosaic_kernel_for_a_tpu():
     with jax.default_matmul_precision("default"):
         hlo = step.lower(spec(300), spec(77), spec(77), lengths).compile().as_text()
     assert hlo.count('custom_call_target="tpu_custom_call"') == 3
+
+
+def _shard_map_specs(fn, *args, operands: int = 0) -> list:
+    """The in_specs of every shard_map in fn's jaxpr; with `operands`, only the last that many of each (the
+    attention's operands: the kernel's constants come first, replicated)."""
+    specs = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "shard_map":
+                specs.append(tuple(eqn.params["in_specs"])[-operands:])
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return specs
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("shape", [{"data": 4, "fsdp": 2, "tensor": 1}, {"data": 2, "fsdp": 2, "tensor": 2}])
+def test_splash_under_a_mesh_equals_xla(shape, masked):
+    """8 examples x 2 heads x 128 queries x 256 keys in a jit over the 8 devices, inputs split over the batch axes:
+    one shard_map runs the kernel on each device's examples (and heads, on the tensor axis); values and q/k/v
+    gradients are XLA attention's. Masked, every other example keeps its first 100 keys."""
+    mesh = make_mesh(shape)
+    q, k, v, cotangent = _inputs(np.random.default_rng(3), 8, 128, 256, 2, 40)
+    lengths = jnp.asarray([256, 100] * 4, jnp.int32) if masked else None
+    want = _values_and_grads(_xla_attention, q, k, v, lengths, cotangent)
+    splash = lambda *a: _splash_attention(*a, block=128)
+    batch_spec = PartitionSpec(("data", "fsdp"))
+    q, k, v, cotangent = jax.device_put((q, k, v, cotangent), NamedSharding(mesh, batch_spec))
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda *a: _values_and_grads(splash, *a))(q, k, v, lengths, cotangent)
+        specs = _shard_map_specs(splash, q, k, v, lengths, operands=4 if masked else 3)
+    for name, a, b in zip(("out", "dq", "dk", "dv"), want, got):
+        assert _rel_err(b, a) < 1e-5, name
+    heads = "tensor" if shape["tensor"] > 1 else None
+    assert specs == [(PartitionSpec(("data", "fsdp"), None, heads, None),) * 3 + ((batch_spec,) if masked else ())]
+
+
+def test_splash_under_a_mesh_splits_the_batch_over_the_axes_that_divide_it():
+    """A batch of 2 on data 2 x fsdp 2 x tensor 2 is split over data only (and repeated over fsdp), and 3 heads
+    stay whole (repeated over tensor). Still XLA attention's values. No mesh set: no shard_map."""
+    q, k, v, _ = _inputs(np.random.default_rng(4), 2, 128, 128, 3, 40)
+    splash = lambda q, k, v: _splash_attention(q, k, v, block=128)
+    with jax.set_mesh(make_mesh({"data": 2, "fsdp": 2, "tensor": 2})):
+        got = jax.jit(splash)(q, k, v)
+        specs = _shard_map_specs(splash, q, k, v, operands=3)
+    assert specs == [(PartitionSpec("data", None, None, None),) * 3]
+    assert _rel_err(got, _xla_attention(q, k, v)) < 1e-5
+    assert _shard_map_specs(splash, q, k, v, operands=3) == []
+
+
+def test_splash_compiles_for_four_tpu_chips_under_a_mesh():
+    """Under a jit over a v5e 2x2 slice (described by libtpu) with the mesh set, the batch split over data 2 x
+    fsdp 2: each chip compiles the Mosaic kernels (forward, dq, dk/dv) for its own examples. Without the mesh set
+    jax refuses to partition them, the error the shard_map avoids."""
+    pytest.importorskip("libtpu")
+    from emo_jax.topology import topology_devices
+
+    _, devices = topology_devices("v5e:2x2")
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 1}, devices)
+    sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    spec = lambda n: jax.ShapeDtypeStruct((8, n, 8, 40), jnp.bfloat16, sharding=sharding)
+    lengths = jax.ShapeDtypeStruct((8,), jnp.int32, sharding=sharding)
+    loss = lambda q, k, v, n: dot_product_attention(q, k, v, n, impl="splash").astype(jnp.float32).sum()
+    step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+    with jax.default_matmul_precision("default"):
+        with jax.set_mesh(mesh):
+            compiled = step.lower(spec(300), spec(77), spec(77), lengths).compile()
+        with pytest.raises(Exception, match="Mosaic kernels cannot be automatically partitioned"):
+            step.lower(spec(300), spec(77), spec(77), lengths).compile()
+    assert compiled.as_text().count('custom_call_target="tpu_custom_call"') == 3
+    assert compiled.input_shardings[0][0].spec == PartitionSpec(("data", "fsdp"))
+
+
+def test_tiny_emo_sharded_with_splash_equals_single_device():
+    """The tiny stage-2 EMO on data 2 x fsdp 2 x tensor 2, parameters sharded, splash in the 256 x 512 self+ref
+    attentions (attention_min_keys 512 keeps the rest on XLA: interpret mode is slow), one of two references
+    dropped: XLA attention's output on one device. Its 8 frames split over data x fsdp and its 4 heads over
+    tensor."""
+    config, model = _model("stage2", attention_min_keys=512)
+    inputs = dict(_random_inputs(config, model), ref_keep_B=jnp.asarray([True, False]))
+    boxed = init_params(model, 0, inputs)
+    params = perturb_zero_leaves(nn.unbox(boxed))
+    want = jax.jit(model.apply)({"params": params}, **inputs)
+    config.model.unet.attention_impl = "splash"
+    splash_model = EMO(model_config(config))
+    config.mesh.shape.update({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = make_mesh(config.mesh.shape)
+    sharded = jax.device_put(params, param_shardings(boxed, mesh, config.mesh.rules))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
+        got = jax.jit(splash_model.apply)({"params": sharded}, **inputs)
+        specs = _shard_map_specs(lambda p, i: splash_model.apply({"params": p}, **i), sharded, inputs)
+    assert rel_err(got, want) < 1e-5
+    operand_specs = {spec for call in specs for spec in call[-4:]}
+    assert len(specs) >= 2 and operand_specs == {PartitionSpec(("data", "fsdp"), None, "tensor", None),
+                                                 PartitionSpec(("data", "fsdp"))}  # q, k, v; key lengths
