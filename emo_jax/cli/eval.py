@@ -3,13 +3,18 @@
 Built: FID (per-frame, pytorch-fid's Inception), FVD (16-frame clips, Kinetics-400 I3D) and SyncNet (lip-sync
 confidence of each generated video, syncnet_python's network; emo_jax/eval/lipsync.py), each computed when its
 weights file is in --weights and reported as not computed, with the file and how to fetch it, when it is not.
-F-SIM and E-FID (the face metrics) are not built and are reported as such. Several processes (hosts) split the
-pairs between them and merge their statistics and per-video results exactly, so the numbers are those of one
-process.
+The face metrics (emo_jax/eval/face_metrics.py, one decoding of each video for all three): F-SIM (dlib's face
+descriptor of every generated frame against the reference portrait: the first frame of the paired reference video,
+or the image of the same name in --reference-images), E-FID (Fréchet distance of Deep3DFaceRecon's expression
+coefficients, from the user's epoch_20.pth and similarity_Lm3D_all.mat) and, always, a landmark E-FID proxy from
+Face Mesh that is not comparable with the paper's E-FID and has its own JSON entry and line below the table.
+Several processes (hosts) split the pairs between them and merge their statistics and per-video results exactly,
+so the numbers are those of one process.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -22,9 +27,11 @@ from tqdm import tqdm
 
 from emo_jax.cli.runner import ArgumentParser, log_to_stderr, run
 from emo_jax.errors import UsageError
-from emo_jax.eval import fid, fvd, weights
+from emo_jax.eval import face_recon, fid, fvd, landmark_expression, weights
 from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
+from emo_jax.eval.face_metrics import DETECTOR as FACE_DETECTOR, FaceAnalyser, load_face_metrics
+from emo_jax.eval.frechet import frechet_distance_between
 from emo_jax.eval.i3d import FRAMES
 from emo_jax.eval.lipsync import DETECTOR, MAX_GAP, LipSyncScorer, NotScored
 from emo_jax.eval.syncnet import FPS, SAMPLE_RATE, VSHIFT
@@ -35,7 +42,10 @@ log = logging.getLogger("emo-eval")
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 COLUMNS = ("FID", "SyncNet", "F-SIM", "FVD", "E-FID")  # EMO's Table 1, left to right
-NOT_BUILT = {"F-SIM": "not built (face similarity, issue 21)", "E-FID": "not built (expression FID, issue 21)"}
+PROXY = "E-FID (landmark proxy)"  # its own JSON entry, beside Table 1's columns
+PROXY_NOTE = ("not comparable with the paper's E-FID or any published number: Face Mesh landmark features, not "
+              "Deep3DFaceRecon's expression coefficients")
+FACE_FRECHET = ("E-FID", PROXY)
 
 
 def _parser() -> ArgumentParser:
@@ -47,6 +57,9 @@ def _parser() -> ArgumentParser:
                              "(no pairing: every generated video counts)")
     parser.add_argument("--save-stats", default=None, metavar="DIR",
                         help="also save each metric's feature statistics, both sides, and the preprocessing to DIR")
+    parser.add_argument("--reference-images", default=None, metavar="DIR",
+                        help="F-SIM's reference portraits, named as the generated videos (.png/.jpg); default: the "
+                             "first frame of each reference video")
     parser.add_argument("--weights", default=weights.DEFAULT_FOLDER,
                         help=f"folder of the metric networks' weights files (default {weights.DEFAULT_FOLDER})")
     parser.add_argument("--out", required=True, help="JSON file to write with every number")
@@ -58,6 +71,7 @@ def _parser() -> ArgumentParser:
                         help=f"FVD clips of {FRAMES} frames start every S frames (default {FRAMES}: non-overlapping)")
     parser.add_argument("--fid-batch", type=int, default=32, help="frames per Inception batch (all devices)")
     parser.add_argument("--fvd-batch", type=int, default=8, help="clips per I3D batch (all devices)")
+    parser.add_argument("--efid-batch", type=int, default=32, help="face crops per Deep3DFaceRecon batch (all devices)")
     parser.add_argument("--syncnet-batch", type=int, default=20,
                         help="5-frame windows per SyncNet batch (all devices; default 20, syncnet_python's)")
     parser.add_argument("--devices", type=int, default=None, help="use the first N local devices (default all)")
@@ -85,13 +99,41 @@ def _videos(folder: str, what: str) -> dict[str, str]:
     return found
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _reference_images(folder: str, names: list[str]) -> dict[str, str]:
+    """{name: path} of F-SIM's reference portrait for each pair in --reference-images; every pair needs one."""
+    require_folder(folder, "--reference-images folder", "pass the folder of reference portraits", UsageError)
+    found: dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        stem, suffix = os.path.splitext(name)
+        if suffix.lower() in IMAGE_SUFFIXES and stem in names:
+            if stem in found:
+                raise UsageError(f"--reference-images {folder!r} holds {os.path.basename(found[stem])} and {name}: "
+                                 "keep one image per video name")
+            found[stem] = os.path.join(folder, name)
+    lacking = [n for n in names if n not in found]
+    if lacking:
+        raise UsageError(f"--reference-images {folder!r} has no image ({', '.join(IMAGE_SUFFIXES)}) for "
+                         f"{len(lacking)} videos, e.g. {lacking[:3]}; name each portrait as its generated video")
+    return found
+
+
+def _read_image(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if (args.reference is None) == (args.reference_stats is None):
         raise UsageError("pass exactly one of --reference DIR (reference videos) and --reference-stats DIR "
                          "(statistics saved by --save-stats)")
     if not args.out.lower().endswith(".json"):
         raise UsageError(f"--out {args.out!r} must end in .json")
-    for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch", "syncnet_batch"):
+    for flag in ("fid_every", "fvd_stride", "fid_batch", "fvd_batch", "efid_batch", "syncnet_batch"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if args.num_processes is not None and args.num_processes < 1:
@@ -179,6 +221,8 @@ def _feed(path: str, side: str, metrics: dict[str, _Metric], args: argparse.Name
 
 
 def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
+    from emo_jax.eval.face_identity import SAME_PERSON_DISTANCE
+
     return {
         "pairing": "generated and reference videos with the same file name without suffix",
         "fps": args.fps if args.fps is not None else "as stored (no resampling)",
@@ -206,14 +250,50 @@ def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
                     "offset_search": f"audio shifted -{VSHIFT}..{VSHIFT} frames; confidence = median - minimum of the "
                                      "distance curve averaged over windows; value = mean confidence over videos",
                     "batch": args.syncnet_batch},
+        "faces": {"detector": f"{FACE_DETECTOR} (BlazeFace full-range, short-range where it finds none) on every "
+                              "frame, the largest face; no interpolation: a frame without a detection has no face",
+                  "landmarks": "MediaPipe Face Mesh tracked from the boxes (emo_jax/faces/mesh.py); a frame where "
+                               "its presence is below 0.5 has no landmarks",
+                  "decoding": "each video decoded once for the three face metrics, its frames held meanwhile"},
+        "F-SIM": {"network": "dlib_face_recognition_resnet_model_v1 (128-d), dlib's 5-point shape predictor on the "
+                             "detector's box, get_face_chip 150 px, padding 0.25",
+                  "reference": "the image of the same name in --reference-images" if args.reference_images
+                  else "the first frame of the paired reference video (the portrait the clip started from)",
+                  "frames": "every generated frame; frames without a face counted (no_face), not scored",
+                  "value": "mean cosine similarity of the descriptors over all scored frames of all videos (frames "
+                           "pooled, not a mean of per-video means); mean_distance likewise, Euclidean",
+                  "same_person": f"frames within dlib's Euclidean distance {SAME_PERSON_DISTANCE}"},
+        "E-FID": {"network": "Deep3DFaceRecon_pytorch's ResNet-50 face reconstruction (epoch_20.pth, net_recon), "
+                             "3DMM expression coefficients 80:144, 64-d",
+                  "alignment": "five points from Face Mesh (eye-corner midpoints, nose tip 4, mouth corners 61/291) "
+                               "fitted to similarity_Lm3D_all.mat's five standard points (align_img: scale and "
+                               "translation), 224x224 crop, PIL bicubic, [0, 1]",
+                  "frames": "every frame of both sides with landmarks; others counted, not scored",
+                  "distance": "Fréchet distance between the two sides' per-frame coefficients",
+                  "batch": args.efid_batch, "weights_sha256": _efid_digests(args.weights)},
+        PROXY: {"features": "Face Mesh landmarks in the head frame (head_pose's similarity fit, divided by the "
+                            "reference shape's size), 107 expressive points (lips, jaw, brows, eyelids), 321-d",
+                "frames": "every frame of both sides with landmarks; others counted, not scored",
+                "distance": "Fréchet distance between the two sides' per-frame features", "note": PROXY_NOTE},
     }
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_cached(path: str, mtime: float) -> str:
+    return weights.sha256_of(path)
+
+
+def _efid_digests(folder: str) -> dict[str, str] | None:
+    """The sha256 of E-FID's two user-supplied files, None unless both are in `folder`."""
+    paths = [os.path.join(folder, n) for n in (weights.FACE_RECON_FILE, weights.STANDARD_POINTS_FILE)]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    return {os.path.basename(p): _sha256_cached(p, os.path.getmtime(p)) for p in paths}
 
 
 def _markdown(values: dict[str, float | None]) -> str:
     def cell(name):
-        if values.get(name) is not None:
-            return f"{values[name]:.2f}"
-        return "not built" if name in NOT_BUILT else "not computed"
+        return "not computed" if values.get(name) is None else f"{values[name]:.2f}"
 
     return "\n".join(["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
                       "| " + " | ".join(cell(c) for c in COLUMNS) + " |"])
@@ -229,15 +309,59 @@ def _write_json(path: str, report: dict) -> None:
     os.replace(tmp, path)
 
 
+def _feed_faces(index: int, name: str, videos: dict[str, dict[str, str]], faces: FaceAnalyser,
+                face_metrics: dict[str, _Metric], portraits: dict[str, str] | None, local: dict[str, Any],
+                args: argparse.Namespace) -> None:
+    """One pair's face metrics: both sides' E-FID features into their statistics (counting frames without a face),
+    and F-SIM of the generated frames against the portrait, into `local`."""
+    from emo_jax.eval import landmark_expression
+    from emo_jax.eval.face_identity import compare
+    from emo_jax.video.io import iter_frames
+
+    first_reference = None
+    generated = None
+    for side, folder in videos.items():
+        frames = list(iter_frames(folder[name], args.fps))
+        found = faces.analyse(frames, describe=side == "generated")
+        if side == "reference" and frames:
+            first_reference = frames[0]
+        if side == "generated":
+            generated = found
+        has_points = np.isfinite(found.points).all(axis=(1, 2))
+        for metric_name, metric in face_metrics.items():
+            if metric_name == "E-FID":
+                metric.stats[side].add(found.expression[has_points])
+            else:
+                landmark_expression.add_video(metric.stats[side], found.points)
+            metric.videos[side] += 1
+        counts = local["face_frames"][side]
+        counts["frames"] += found.frames
+        counts["no_landmarks"] += int(found.frames - has_points.sum())
+    if faces.descriptor is None or portraits is None and first_reference is None:
+        return
+    path = videos["generated"][name]
+    portrait_name = portraits[name] if portraits else f"the first frame of {videos['reference'][name]}"
+    portrait = _read_image(portraits[name]) if portraits else first_reference
+    reference = faces.describe(portrait) if portrait is not None else None
+    if reference is None:
+        local["fsim"]["skipped"].append([index, {"video": path, "reference": portrait_name,
+                                                  "reason": "no face found in the reference"}])
+        return
+    record = compare(reference, generated.descriptors)
+    local["fsim"]["scored"].append([index, dict(record, video=path, reference=portrait_name)])
+
+
 def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: dict[str, _Metric],
-                lipsync: LipSyncScorer | None, args: argparse.Namespace) -> dict[str, Any]:
-    """Feeds this process's share of the pairs (every process_count-th, from its index) to the metrics and scores
-    their generated videos with SyncNet; its frames read, its FVD skips, its SyncNet results and skips, each with
-    its pair's index."""
+                lipsync: LipSyncScorer | None, faces: FaceAnalyser | None, face_metrics: dict[str, _Metric],
+                portraits: dict[str, str] | None, args: argparse.Namespace) -> dict[str, Any]:
+    """Feeds this process's share of the pairs (every process_count-th, from its index) to the metrics, scores
+    their generated videos with SyncNet and the face metrics; its frames read, its FVD skips, its SyncNet and F-SIM
+    results and skips, each with its pair's index, and its face frame counts."""
     pairs = list(enumerate(names))[jax.process_index()::jax.process_count()]
     frames = {"generated": 0, "reference": 0}
     skipped = []
     syncnet: dict[str, list] = {"scored": [], "skipped": []}
+    local = _empty_local()
     show_bar = jax.process_index() == 0 and sys.stderr.isatty()
     for index, name in tqdm(pairs, desc="pairs", unit="pair", file=sys.stderr, disable=not show_bar):
         if not show_bar:
@@ -256,7 +380,15 @@ def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: di
                 syncnet["scored"].append([index, lipsync.score(path)])
             except NotScored as e:
                 syncnet["skipped"].append([index, {"video": path, "reason": str(e)}])
-    return {"frames": frames, "skipped": skipped, "syncnet": syncnet}
+        if faces is not None:
+            _feed_faces(index, name, videos, faces, face_metrics, portraits, local, args)
+    return dict(local, frames=frames, skipped=skipped, syncnet=syncnet)
+
+
+def _empty_local() -> dict[str, Any]:
+    return {"frames": {"generated": 0, "reference": 0}, "skipped": [], "syncnet": {"scored": [], "skipped": []},
+            "fsim": {"scored": [], "skipped": []},
+            "face_frames": {side: {"frames": 0, "no_landmarks": 0} for side in ("generated", "reference")}}
 
 
 STATS_SETTINGS = "preprocessing.json"  # beside <metric>_<side>.npz in a --save-stats folder
@@ -268,19 +400,26 @@ def _comparable(preprocessing: dict[str, Any]) -> dict[str, Any]:
             "FVD stride": preprocessing["FVD"]["stride"], "I3D weights": preprocessing["FVD"]["weights_sha256"]}
 
 
-def _save_stats(folder: str, metrics: dict[str, _Metric], args: argparse.Namespace) -> None:
+def _stats_file(name: str, side: str) -> str:
+    return f"{'E-FID_landmark_proxy' if name == PROXY else name}_{side}.npz"
+
+
+def _save_stats(folder: str, metrics: dict[str, _Metric], no_landmarks: dict[str, int | None],
+                args: argparse.Namespace) -> None:
     """Each metric's statistics of both sides as <metric>_<side>.npz, and the settings they were made with."""
     os.makedirs(folder, exist_ok=True)
     for name, metric in metrics.items():
         for side, stats in metric.stats.items():
-            stats.save(os.path.join(folder, f"{name}_{side}.npz"))
+            stats.save(os.path.join(folder, _stats_file(name, side)))
     _write_json(os.path.join(folder, STATS_SETTINGS), {"preprocessing": _preprocessing(args),
-                                                        "videos": {n: m.videos for n, m in metrics.items()}})
+                                                        "videos": {n: m.videos for n, m in metrics.items()},
+                                                        "frames_without_face": no_landmarks})
 
 
-def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> tuple[dict, dict[str, str]]:
+def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> tuple[dict, dict[str, str], dict]:
     """({metric: (reference statistics, their video count)} from --reference-stats, {metric: why not computed} for
-    each loaded metric without a saved reference); settings that differ from this run's are a UsageError."""
+    each loaded metric without a saved reference (or, for E-FID, saved with other weights), the saved frames without
+    a face per side); settings that differ from this run's are a UsageError."""
     from emo_jax.eval.frechet import FeatureStats
 
     folder = args.reference_stats
@@ -298,16 +437,23 @@ def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> t
                          "with its settings or compute the reference statistics again")
     loaded, missing = {}, {}
     for name, metric in metrics.items():
-        path = os.path.join(folder, f"{name}_reference.npz")
+        path = os.path.join(folder, _stats_file(name, "reference"))
         if not os.path.isfile(path):
-            missing[name] = f"not computed: no saved reference statistics {name}_reference.npz in {folder}"
+            missing[name] = (f"not computed: no saved reference statistics {_stats_file(name, 'reference')} in "
+                             f"{folder}")
             continue
+        if name == "E-FID":
+            there = settings["preprocessing"]["E-FID"]["weights_sha256"]
+            if there != _efid_digests(args.weights):
+                missing[name] = (f"not computed: the saved reference statistics in {folder} were made with E-FID "
+                                 f"files of sha256 {there}, not those in {args.weights}")
+                continue
         blank = metric.stats["reference"]
         try:
             loaded[name] = (FeatureStats.load(path, blank.feature, blank.dim), settings["videos"][name]["reference"])
         except ValueError as e:
             raise UsageError(str(e)) from e
-    return loaded, missing
+    return loaded, missing, settings.get("frames_without_face", {})
 
 
 def _in_pair_order(parts: list[list]) -> list:
@@ -315,13 +461,15 @@ def _in_pair_order(parts: list[list]) -> list:
     return [record for _, record in sorted((r for part in parts for r in part), key=lambda r: r[0])]  # stable
 
 
-def _merge_local(local: dict[str, Any]) -> tuple[dict[str, int], list[dict[str, str]], int, dict[str, list]]:
-    """Frames read, FVD skips (in pair order, sides in order) and devices over the processes, and SyncNet's
-    results and skips (in pair order)."""
+def _merge_local(local: dict[str, Any]) -> dict[str, Any]:
+    """Frames read, FVD skips (in pair order, sides in order) and devices over the processes, SyncNet's and
+    F-SIM's results and skips (in pair order), and the face frame counts."""
     parts = allgather_json(local)
-    syncnet = {key: _in_pair_order([p["syncnet"][key] for p in parts]) for key in ("scored", "skipped")}
-    return (_summed([p["frames"] for p in parts]), _in_pair_order([p["skipped"] for p in parts]),
-            sum(p["devices"] for p in parts), syncnet)
+    return {"frames": _summed([p["frames"] for p in parts]), "skipped": _in_pair_order([p["skipped"] for p in parts]),
+            "devices": sum(p["devices"] for p in parts),
+            **{metric: {key: _in_pair_order([p[metric][key] for p in parts]) for key in ("scored", "skipped")}
+               for metric in ("syncnet", "fsim")},
+            "face_frames": {side: _summed([p["face_frames"][side] for p in parts]) for side in local["face_frames"]}}
 
 
 def _syncnet_result(syncnet: dict[str, list], weights_path: str) -> dict[str, Any]:
@@ -337,6 +485,39 @@ def _syncnet_result(syncnet: dict[str, list], weights_path: str) -> dict[str, An
         entry["status"] = f"not computed: none of the {len(skipped)} generated videos could be scored (see skipped)"
     return dict(entry, videos={"generated": len(scored)}, per_video=scored,
                 skipped={"count": len(skipped), "videos": skipped}, weights_sha256=weights.sha256_of(weights_path))
+
+
+def _fsim_result(fsim: dict[str, list], folder: str) -> dict[str, Any]:
+    """F-SIM's entry: the cosine similarity and distance averaged over all scored frames of all videos (frames
+    pooled; the Table 1 value is the mean cosine), the frame counts, each video's numbers and the skipped pairs."""
+    from emo_jax.eval.face_identity import NETWORK, SAME_PERSON_DISTANCE
+
+    scored, skipped = fsim["scored"], fsim["skipped"]
+    faces = sum(r["faces_found"] for r in scored)
+    entry: dict[str, Any] = {"value": None, "status": "computed", "network": NETWORK}
+    if faces:
+        entry["value"] = sum(r["mean_cosine"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
+        entry["mean_distance"] = sum(r["mean_distance"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
+    else:
+        entry["status"] = (f"not computed: no face found in any generated frame of the {len(scored)} videos with a "
+                           f"reference face ({len(skipped)} skipped)")
+    same = sum(r["same_person"] for r in scored)
+    return dict(entry, videos={"generated": len(scored)},
+                frames={"generated": sum(r["frames"] for r in scored), "scored": faces,
+                        "no_face": sum(r["no_face"] for r in scored), "same_person": same},
+                same_person_distance=SAME_PERSON_DISTANCE, per_video=scored,
+                skipped={"count": len(skipped), "videos": skipped},
+                weights_sha256={name: weights.sha256_of(os.path.join(folder, name)) for name in weights.DLIB_SHA256})
+
+
+def _frechet_result(name: str, metric: _Metric, no_landmarks: dict[str, int | None]) -> dict[str, Any]:
+    value, why = metric.value()
+    unit = {"FID": "frames", "FVD": "clips"}.get(name, "frames")
+    entry = {"value": value, "status": why or "computed", "videos": metric.videos,
+             unit: {side: s.count for side, s in metric.stats.items()}}
+    if name in FACE_FRECHET:
+        entry["frames_without_face"] = no_landmarks
+    return entry
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -359,66 +540,88 @@ def _run(args: argparse.Namespace) -> None:
         if unpaired and first:
             print(f"emo-eval: {len(unpaired)} {label} videos without a pair, left out: {', '.join(unpaired)}",
                   file=sys.stderr)
+    portraits = _reference_images(args.reference_images, names) if args.reference_images else None
     devices = _devices(args)
     metrics, missing = _load(args, devices)
     lipsync, no_lipsync = load_lipsync(args.weights, args.syncnet_batch, devices)
     if lipsync is None:
         missing["SyncNet"] = no_lipsync
-    saved = {}
+    faces, no_faces = load_face_metrics(args.weights, args.efid_batch, devices)
+    missing.update(no_faces)
+    if faces is not None and faces.descriptor is not None and args.reference_stats and portraits is None:
+        faces.descriptor = None
+        missing["F-SIM"] = ("not computed: under --reference-stats there are no reference videos to take the "
+                            "portrait from; pass --reference-images DIR (each portrait named as its generated video)")
+    face_metrics = {}
+    if faces is not None:
+        face_metrics[PROXY] = _Metric(landmark_expression.new_stats, None, landmark_expression.landmark_efid)
+        if faces.recon is not None:
+            face_metrics["E-FID"] = _Metric(face_recon.new_stats, None, frechet_distance_between)
+    saved, saved_no_landmarks = {}, {}
     if args.reference_stats:
-        saved, no_saved = _saved_reference(args, metrics)
+        saved, no_saved, saved_no_landmarks = _saved_reference(args, {**metrics, **face_metrics})
         for name, why in no_saved.items():
-            metrics.pop(name)
+            (metrics if name in metrics else face_metrics).pop(name)
             missing[name] = why
-    _check_same_inputs(names, dict(metrics, SyncNet=lipsync) if lipsync else metrics)
-    local = {"frames": {"generated": 0, "reference": 0}, "skipped": [], "syncnet": {"scored": [], "skipped": []}}
+    computed = {**metrics, **face_metrics, **({"SyncNet": lipsync} if lipsync else {}),
+                **({"F-SIM": faces} if faces is not None and faces.descriptor is not None else {})}
+    _check_same_inputs(names, computed)
+    local = _empty_local()
     videos = {"generated": generated} if args.reference_stats else {"generated": generated, "reference": reference}
-    if metrics or lipsync:
-        local = _feed_pairs(names, videos, metrics, lipsync, args)
-    for metric in metrics.values():
+    if metrics or lipsync or faces is not None:
+        local = _feed_pairs(names, videos, metrics, lipsync, faces, face_metrics, portraits, args)
+    for metric in [*metrics.values(), *face_metrics.values()]:
         metric.merge_processes()
+    every = {**metrics, **face_metrics}
     for name, (stats, count) in saved.items():
-        metrics[name].stats["reference"], metrics[name].videos["reference"] = stats, count
-    frames, skipped, device_count, syncnet = _merge_local(dict(local, devices=len(devices)))
+        every[name].stats["reference"], every[name].videos["reference"] = stats, count
+    merged = _merge_local(dict(local, devices=len(devices)))
     if not first:
         return
+    no_landmarks = {"generated": merged["face_frames"]["generated"]["no_landmarks"],
+                    "reference": saved_no_landmarks.get("reference") if args.reference_stats
+                    else merged["face_frames"]["reference"]["no_landmarks"]}
     results: dict[str, Any] = {}
     values: dict[str, float | None] = {}
-    for name in COLUMNS:
-        if name in NOT_BUILT:
-            results[name] = {"value": None, "status": NOT_BUILT[name]}
-        elif name in missing:
+    for name in (*COLUMNS, PROXY):
+        if name in missing:
             results[name] = {"value": None, "status": missing[name]}
         elif name == "SyncNet":
-            results[name] = _syncnet_result(syncnet, os.path.join(args.weights, weights.SYNCNET_FILE))
+            results[name] = _syncnet_result(merged["syncnet"], os.path.join(args.weights, weights.SYNCNET_FILE))
+        elif name == "F-SIM":
+            results[name] = _fsim_result(merged["fsim"], args.weights)
         else:
-            metric = metrics[name]
-            value, why = metric.value()
-            unit = "frames" if name == "FID" else "clips"
-            results[name] = {"value": value, "status": why or "computed", "videos": metric.videos,
-                             unit: {side: s.count for side, s in metric.stats.items()}}
+            results[name] = _frechet_result(name, every[name], no_landmarks)
             if name == "FVD":
-                results[name]["skipped"] = {"count": len(skipped), "videos": skipped}
+                results[name]["skipped"] = {"count": len(merged["skipped"]), "videos": merged["skipped"]}
+            if name == "E-FID":
+                results[name]["weights_sha256"] = _efid_digests(args.weights)
+        if name == PROXY:
+            results[name].update(comparable_with_paper=False, note=PROXY_NOTE)
         values[name] = results[name]["value"]
         if results[name]["status"].startswith("not computed"):
             print(f"emo-eval: {name} {results[name]['status']}", file=sys.stderr)
     report = {"generated": os.path.abspath(args.generated),
               "reference": os.path.abspath(args.reference) if args.reference else None,
               "reference_stats": os.path.abspath(args.reference_stats) if args.reference_stats else None,
+              "reference_images": os.path.abspath(args.reference_images) if args.reference_images else None,
               "weights": os.path.abspath(args.weights),
-              "videos": {"pairs": len(names), "frames_read": frames,
+              "videos": {"pairs": len(names), "frames_read": merged["frames"],
                          "unpaired": {"generated_only": generated_only, "reference_only": reference_only,
                                       "count": len(generated_only) + len(reference_only)}},
-              "processes": jax.process_count(), "devices": device_count, "preprocessing": _preprocessing(args),
+              "processes": jax.process_count(), "devices": merged["devices"], "preprocessing": _preprocessing(args),
               "metrics": results}
     _write_json(args.out, report)
     if args.save_stats:
-        _save_stats(args.save_stats, metrics, args)
-    for skip in skipped:
+        _save_stats(args.save_stats, every, no_landmarks, args)
+    for skip in merged["skipped"]:
         print(f"emo-eval: FVD skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
-    for skip in syncnet["skipped"]:
-        print(f"emo-eval: SyncNet skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
+    for metric, label in (("syncnet", "SyncNet"), ("fsim", "F-SIM")):
+        for skip in merged[metric]["skipped"]:
+            print(f"emo-eval: {label} skipped {skip['video']}: {skip['reason']}", file=sys.stderr)
     print(_markdown(values))
+    proxy = values[PROXY]
+    print(f"{PROXY}: {'not computed' if proxy is None else f'{proxy:.2f}'} ({PROXY_NOTE})")
     print(f"wrote {args.out} ({len(names)} pairs)")
 
 

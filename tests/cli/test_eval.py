@@ -7,9 +7,12 @@ processes."""
 import contextlib
 import io
 import json
+import os
 import pickle
+import shutil
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -88,11 +91,14 @@ def test_both_metrics_with_their_counts(folders, weight_files, tmp_path, monkeyp
         ("generated", "c.mp4", SHORT), ("reference", "c.mp4", SHORT)}
     assert report["preprocessing"]["FID"]["every"] == 16 and report["preprocessing"]["FVD"]["stride"] == 16
     for name in ("F-SIM", "E-FID"):
-        assert report["metrics"][name]["value"] is None and "not built" in report["metrics"][name]["status"]
+        assert report["metrics"][name]["value"] is None and "not computed" in report["metrics"][name]["status"]
+    proxy = report["metrics"][emo_eval.PROXY]
+    assert proxy["comparable_with_paper"] is False and "not comparable" in proxy["note"]
     assert report["metrics"]["SyncNet"]["status"].startswith(f"not computed: {weights.SYNCNET_FILE} missing")
     out_text, err = capsys.readouterr()
     assert "| FID | SyncNet | F-SIM | FVD | E-FID |" in out_text
-    assert f"| {fid['value']:.2f} | not computed | not built | {fvd['value']:.2f} | not built |" in out_text
+    assert f"| {fid['value']:.2f} | not computed | not computed | {fvd['value']:.2f} | not computed |" in out_text
+    assert f"{emo_eval.PROXY}: not computed (not comparable with the paper's E-FID" in out_text
     assert f"c.mp4: {SHORT}" in err and "without a pair" in err
 
 
@@ -109,8 +115,14 @@ def test_a_missing_weights_file_is_not_computed_naming_it_and_the_fetch_command(
     assert metrics["SyncNet"] == {"value": None, "status": (
         f"not computed: syncnet_v2.model missing in {empty}; fetch it with `curl -L --create-dirs -o "
         f"{empty / 'syncnet_v2.model'} http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model`")}
+    dlib = f"{weights.DLIB_RECOGNITION_FILE}, {weights.DLIB_SHAPE_FILE}"
+    assert metrics["F-SIM"] == {"value": None, "status": (
+        f"not computed: {dlib} missing in {empty}; fetch them with `python -m emo_jax.eval.fetch dlib --to {empty}`")}
+    assert metrics["E-FID"]["value"] is None and metrics["E-FID"]["status"].startswith(
+        f"not computed: epoch_20.pth, similarity_Lm3D_all.mat missing in {empty} (user supplied); copy ")
+    assert f"to {empty / 'similarity_Lm3D_all.mat'}" in metrics["E-FID"]["status"]
     out_text, err = capsys.readouterr()
-    assert "| not computed | not computed | not built | not computed | not built |" in out_text
+    assert "| not computed | not computed | not computed | not computed | not computed |" in out_text
     assert f"FVD not computed: {weights.I3D_FILE} missing" in err
     assert f"SyncNet not computed: {weights.SYNCNET_FILE} missing" in err
 
@@ -232,8 +244,9 @@ def test_saved_reference_statistics_give_the_same_numbers_without_the_reference_
     stats = tmp_path / "stats"
     assert emo_eval.main(common + ["--reference", str(reference), "--out", str(tmp_path / "paired.json"),
                                    "--save-stats", str(stats)]) == 0
-    assert sorted(p.name for p in stats.iterdir()) == ["FID_generated.npz", "FID_reference.npz", "FVD_generated.npz",
-                                                       "FVD_reference.npz", "preprocessing.json"]
+    assert sorted(p.name for p in stats.iterdir()) == [
+        "E-FID_landmark_proxy_generated.npz", "E-FID_landmark_proxy_reference.npz", "FID_generated.npz",
+        "FID_reference.npz", "FVD_generated.npz", "FVD_reference.npz", "preprocessing.json"]
     assert emo_eval.main(common + ["--reference-stats", str(stats), "--out", str(tmp_path / "saved.json")]) == 0
     paired, saved = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("paired", "saved"))
     for name in ("FID", "FVD"):
@@ -295,8 +308,8 @@ def test_syncnet_scores_each_generated_video_as_syncnet_py_does(syncnet_run):
     assert sync["weights_sha256"] == weights.sha256_of(str(folder / weights.SYNCNET_FILE))
     assert report["preprocessing"]["SyncNet"]["fps"] == 25 and report["preprocessing"]["SyncNet"]["batch"] == 8
     fid, fvd = (report["metrics"][name]["value"] for name in ("FID", "FVD"))
-    cells = [f"{fid:.2f}" if fid is not None else "not computed", f"{sync['value']:.2f}", "not built",
-             f"{fvd:.2f}" if fvd is not None else "not computed", "not built"]
+    cells = [f"{fid:.2f}" if fid is not None else "not computed", f"{sync['value']:.2f}", "not computed",
+             f"{fvd:.2f}" if fvd is not None else "not computed", "not computed"]
     assert "| " + " | ".join(cells) + " |" in stdout
 
 
@@ -325,9 +338,198 @@ def test_two_processes_give_the_syncnet_numbers_of_one(syncnet_run, tmp_path):
     two = json.loads(outs[0].read_text())
     assert (two.pop("processes"), two.pop("devices")) == (2, 2)
     one = {key: value for key, value in one.items() if key not in ("processes", "devices")}
-    for name in ("FID", "FVD"):
+    # The proxy compares each video with itself here: a distance of rounding size (~3e-7), whose merge order moves it
+    # by ~1e-11.
+    for name in ("FID", "FVD", emo_eval.PROXY):
         if one["metrics"][name]["value"] is not None:
-            assert two["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"], rel=1e-9)
+            assert two["metrics"][name]["value"] == pytest.approx(one["metrics"][name]["value"], rel=1e-9, abs=1e-9)
             two["metrics"][name]["value"] = one["metrics"][name]["value"]
     assert two["metrics"]["SyncNet"] == one["metrics"]["SyncNet"]
     assert two == one
+
+
+FACE_FPS = 10  # few frames: dlib and the ResNet-50 are slow on a CPU
+
+
+def no_fid_fvd(args, devices):
+    return {}, {"FID": "not computed: not in this test", "FVD": "not computed: not in this test"}
+
+
+def faces_video(path, seconds: float, seed: int, faceless: range = range(0)) -> str:
+    """talking_video's drawn face and tone, with the frames in `faceless` (at 30 fps) left blank."""
+    from tests.data_pipeline.synthetic_videos import FPS, SR, draw_face, write_mp4
+
+    rng = np.random.default_rng(seed)
+    frames = np.full((round(seconds * FPS), 128, 128, 3), 90, np.uint8)
+    for i, frame in enumerate(frames):
+        if i not in faceless:
+            draw_face(frame, 60 + 0.4 * i + 3 * seed, 62, 24 + seed)
+            cv2.ellipse(frame, (round(60 + 0.4 * i + 3 * seed), 78), (9, int(rng.integers(1, 7))), 0, 0, 360,
+                        (40, 10, 20), -1)
+    return write_mp4(path, frames, np.zeros(round(seconds * SR), np.float32))
+
+
+def save_face_recon_files(folder) -> None:
+    """Random Deep3DFaceRecon weights as epoch_20.pth and made-up standard landmarks in the .mat's layout."""
+    from scipy.io import savemat
+    from tests.eval.test_face_recon import STANDARD
+    from tests.eval.torch_face_recon import ReconNet, randomize as randomize_recon
+
+    torch.save({"net_recon": randomize_recon(ReconNet(), seed=1).state_dict()}, folder / weights.FACE_RECON_FILE)
+    lm = np.random.default_rng(0).normal(size=(68, 3))
+    for (a, b), point in zip(((37, 40), (43, 46)), STANDARD[:2]):
+        lm[a - 1] = point + [0.05, 0, 0]
+        lm[b - 1] = point - [0.05, 0, 0]
+    lm[30], lm[48], lm[54] = STANDARD[2:]
+    savemat(folder / weights.STANDARD_POINTS_FILE, {"lm": lm})
+
+
+@pytest.fixture(scope="module")
+def face_run(tmp_path_factory):
+    """(generated, reference and weights folders, JSON, stdout, stderr) of emo-eval with the real dlib files, random
+    Deep3DFaceRecon weights and made-up standard points at 10 fps: three pairs of drawn faces, generated c with six
+    of its 18 frames blank (two at 10 fps)."""
+    root = tmp_path_factory.mktemp("face_eval")
+    generated, reference, folder = root / "generated", root / "reference", root / "weights"
+    for d in (generated, reference, folder):
+        d.mkdir()
+    for seed, name in enumerate("abc"):
+        faces_video(generated / f"{name}.mp4", 0.6, seed, faceless=range(6, 12) if name == "c" else range(0))
+        faces_video(reference / f"{name}.mp4", 0.6, seed + 3)
+    for name in weights.DLIB_SHA256:  # the set-up's verified files, as tests/eval/test_face_identity.py copies them
+        source = os.path.join(weights.DEFAULT_FOLDER, name)
+        assert weights.sha256_of(source) == weights.DLIB_SHA256[name], (
+            f"{source} differs: run set-up's `python -m emo_jax.eval.fetch dlib` first")
+        shutil.copy(source, folder / name)
+    save_face_recon_files(folder)
+    out, stdout, stderr = root / "faces.json", io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        patch.setattr(emo_eval, "_load", no_fid_fvd)
+        argv = ["--generated", generated, "--reference", reference, "--weights", folder, "--devices", 1, "--fps",
+                FACE_FPS, "--efid-batch", 4, "--out", out]
+        assert emo_eval.main([str(a) for a in argv]) == 0, stderr.getvalue()
+    return generated, reference, folder, json.loads(out.read_text()), stdout.getvalue(), stderr.getvalue()
+
+
+def direct_faces(path, detector, mesh):
+    """Frames at FACE_FPS, the largest BlazeFace box per frame (NaN where none) and Face Mesh's landmarks."""
+    from emo_jax.faces.detect import detection_frame, largest
+    from emo_jax.video.io import iter_frames
+
+    frames = list(iter_frames(str(path), FACE_FPS))
+    boxes = []
+    for frame in frames:
+        small, scale = detection_frame(frame, detector)
+        found = detector(small)
+        boxes.append(largest(found) / scale if len(found) else np.full(4, np.nan))
+    return frames, mesh.track(frames, np.stack(boxes))[0]
+
+
+def test_face_metrics_equal_the_modules_on_each_video(face_run):
+    from emo_jax.eval import face_recon, landmark_expression
+    from emo_jax.eval.face_identity import FaceDescriptor, f_sim
+    from emo_jax.eval.frechet import frechet_distance_between
+    from emo_jax.faces.detect import make_detector
+    from emo_jax.faces.mesh import FaceMesh
+    from emo_jax.interop.face_recon_import import load_face_recon
+
+    generated, reference, folder, report, stdout, stderr = face_run
+    metrics = report["metrics"]
+    descriptor = FaceDescriptor(str(folder), "blazeface")
+    detector, mesh = make_detector("blazeface"), FaceMesh()
+    _, params = load_face_recon(str(folder / weights.FACE_RECON_FILE))
+    standard = face_recon.load_standard_points(str(folder / weights.STANDARD_POINTS_FILE))
+    efid = {side: face_recon.new_stats() for side in ("generated", "reference")}
+    proxy = {side: landmark_expression.new_stats() for side in ("generated", "reference")}
+    no_landmarks = {"generated": 0, "reference": 0}
+    expected_fsim = []
+    for name in "abc":
+        sides = {side: direct_faces(d / f"{name}.mp4", detector, mesh)
+                 for side, d in (("generated", generated), ("reference", reference))}
+        expected_fsim.append(f_sim(sides["reference"][0][0], sides["generated"][0], descriptor))
+        for side, (frames, points) in sides.items():
+            found = np.flatnonzero(np.isfinite(points).all(axis=(1, 2)))
+            no_landmarks[side] += len(frames) - len(found)
+            crops = np.stack([face_recon.align_face(frames[t], face_recon.five_points_from_mesh(points[t]), standard)
+                              for t in found])
+            efid[side].add(np.asarray(face_recon.expression_coefficients(params, crops / np.float32(255))))
+            landmark_expression.add_video(proxy[side], points)
+
+    fsim = metrics["F-SIM"]
+    assert fsim["status"] == "computed" and fsim["videos"] == {"generated": 3}
+    for record, expected in zip(fsim["per_video"], expected_fsim):
+        for key in ("frames", "faces_found", "no_face", "same_person"):
+            assert record[key] == expected[key]
+        for key in ("mean_cosine", "min_cosine", "mean_distance", "max_distance"):
+            assert record[key] == pytest.approx(expected[key], abs=1e-5)
+    assert [r["reference"] for r in fsim["per_video"]] == [f"the first frame of {reference / n}.mp4" for n in "abc"]
+    scored = sum(e["faces_found"] for e in expected_fsim)
+    assert fsim["frames"]["scored"] == scored and fsim["frames"]["generated"] == 18
+    assert fsim["value"] == pytest.approx(sum(e["mean_cosine"] * e["faces_found"] for e in expected_fsim) / scored,
+                                          abs=1e-5)
+    assert fsim["mean_distance"] == pytest.approx(
+        sum(e["mean_distance"] * e["faces_found"] for e in expected_fsim) / scored, abs=1e-5)
+    assert fsim["weights_sha256"] == weights.DLIB_SHA256
+
+    for name, stats in (("E-FID", efid), (emo_eval.PROXY, proxy)):
+        entry = metrics[name]
+        assert entry["status"] == "computed" and entry["videos"] == {"generated": 3, "reference": 3}
+        assert entry["frames"] == {side: s.count for side, s in stats.items()}
+        assert entry["frames_without_face"] == no_landmarks
+        distance = frechet_distance_between(stats["generated"], stats["reference"])
+        assert entry["value"] == pytest.approx(distance, rel=1e-5) and distance > 0
+    assert metrics[emo_eval.PROXY]["comparable_with_paper"] is False
+    assert metrics["E-FID"]["weights_sha256"][weights.FACE_RECON_FILE] == weights.sha256_of(
+        str(folder / weights.FACE_RECON_FILE))
+    cells = ["not computed", "not computed", f"{fsim['value']:.2f}", "not computed", f"{metrics['E-FID']['value']:.2f}"]
+    assert "| " + " | ".join(cells) + " |" in stdout
+    assert f"{emo_eval.PROXY}: {metrics[emo_eval.PROXY]['value']:.2f} (not comparable" in stdout
+
+
+def test_frames_without_a_face_are_counted_not_scored(face_run):
+    *_, report, _, _ = face_run
+    metrics = report["metrics"]
+    faceless = [r["no_face"] for r in metrics["F-SIM"]["per_video"]]
+    assert faceless == [0, 0, 2] and metrics["F-SIM"]["frames"]["no_face"] == 2
+    assert metrics["F-SIM"]["frames"]["scored"] == 16
+    assert metrics["E-FID"]["frames_without_face"] == {"generated": 2, "reference": 0}
+    assert metrics["E-FID"]["frames"] == {"generated": 16, "reference": 18}
+
+
+def test_saved_face_statistics_and_reference_images(face_run, tmp_path):
+    """F-SIM from portraits in --reference-images (the reference videos' first frames as PNG) equals F-SIM from the
+    videos; under --reference-stats the proxy is the paired run's and F-SIM needs --reference-images."""
+    from PIL import Image
+
+    from emo_jax.video.io import iter_frames
+
+    generated, reference, folder, report, _, _ = face_run
+    dlib_only, portraits, stats = tmp_path / "weights", tmp_path / "portraits", tmp_path / "stats"
+    dlib_only.mkdir(), portraits.mkdir()
+    for name in weights.DLIB_SHA256:
+        shutil.copy(folder / name, dlib_only / name)
+    for name in "abc":
+        Image.fromarray(next(iter_frames(str(reference / f"{name}.mp4"), FACE_FPS))).save(portraits / f"{name}.png")
+    common = ["--generated", str(generated), "--weights", str(dlib_only), "--devices", "1", "--fps", str(FACE_FPS)]
+
+    def run(*extra):
+        out = tmp_path / "out.json"
+        assert emo_eval.main(common + ["--out", str(out), *extra]) == 0
+        return json.loads(out.read_text())["metrics"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(emo_eval, "_load", no_fid_fvd)
+        paired = run("--reference", str(reference), "--save-stats", str(stats))
+        saved = run("--reference-stats", str(stats))
+        with_portraits = run("--reference-stats", str(stats), "--reference-images", str(portraits))
+    expected = report["metrics"]["F-SIM"]
+    assert paired["F-SIM"]["value"] == pytest.approx(expected["value"], abs=1e-12)
+    assert paired["E-FID"]["status"].startswith("not computed: epoch_20.pth, similarity_Lm3D_all.mat missing")
+    assert saved["F-SIM"] == {"value": None, "status": (
+        "not computed: under --reference-stats there are no reference videos to take the portrait from; pass "
+        "--reference-images DIR (each portrait named as its generated video)")}
+    assert saved[emo_eval.PROXY]["value"] == pytest.approx(paired[emo_eval.PROXY]["value"], rel=1e-12)
+    assert saved[emo_eval.PROXY]["frames_without_face"] == paired[emo_eval.PROXY]["frames_without_face"]
+    assert with_portraits["F-SIM"]["value"] == pytest.approx(expected["value"], abs=1e-12)
+    assert [r["reference"] for r in with_portraits["F-SIM"]["per_video"]] == [str(portraits / f"{n}.png")
+                                                                                 for n in "abc"]
