@@ -14,7 +14,6 @@ so the numbers are those of one process.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ from emo_jax.errors import UsageError
 from emo_jax.eval import face_recon, fid, fvd, landmark_expression, weights
 from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
-from emo_jax.eval.face_metrics import DETECTOR as FACE_DETECTOR, FaceAnalyser, load_face_metrics
+from emo_jax.eval.face_metrics import (PROXY, PROXY_NOTE, FaceAnalyser, efid_digests, face_preprocessing,
+                                       fsim_entry, load_face_metrics)
 from emo_jax.eval.frechet import frechet_distance_between
 from emo_jax.eval.i3d import FRAMES
 from emo_jax.eval.lipsync import DETECTOR, MAX_GAP, LipSyncScorer, NotScored
@@ -42,9 +42,6 @@ log = logging.getLogger("emo-eval")
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm")
 COLUMNS = ("FID", "SyncNet", "F-SIM", "FVD", "E-FID")  # EMO's Table 1, left to right
-PROXY = "E-FID (landmark proxy)"  # its own JSON entry, beside Table 1's columns
-PROXY_NOTE = ("not comparable with the paper's E-FID or any published number: Face Mesh landmark features, not "
-              "Deep3DFaceRecon's expression coefficients")
 FACE_FRECHET = ("E-FID", PROXY)
 
 
@@ -221,8 +218,6 @@ def _feed(path: str, side: str, metrics: dict[str, _Metric], args: argparse.Name
 
 
 def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
-    from emo_jax.eval.face_identity import SAME_PERSON_DISTANCE
-
     return {
         "pairing": "generated and reference videos with the same file name without suffix",
         "fps": args.fps if args.fps is not None else "as stored (no resampling)",
@@ -250,45 +245,8 @@ def _preprocessing(args: argparse.Namespace) -> dict[str, Any]:
                     "offset_search": f"audio shifted -{VSHIFT}..{VSHIFT} frames; confidence = median - minimum of the "
                                      "distance curve averaged over windows; value = mean confidence over videos",
                     "batch": args.syncnet_batch},
-        "faces": {"detector": f"{FACE_DETECTOR} (BlazeFace full-range, short-range where it finds none) on every "
-                              "frame, the largest face; no interpolation: a frame without a detection has no face",
-                  "landmarks": "MediaPipe Face Mesh tracked from the boxes (emo_jax/faces/mesh.py); a frame where "
-                               "its presence is below 0.5 has no landmarks",
-                  "decoding": "each video decoded once for the three face metrics, its frames held meanwhile"},
-        "F-SIM": {"network": "dlib_face_recognition_resnet_model_v1 (128-d), dlib's 5-point shape predictor on the "
-                             "detector's box, get_face_chip 150 px, padding 0.25",
-                  "reference": "the image of the same name in --reference-images" if args.reference_images
-                  else "the first frame of the paired reference video (the portrait the clip started from)",
-                  "frames": "every generated frame; frames without a face counted (no_face), not scored",
-                  "value": "mean cosine similarity of the descriptors over all scored frames of all videos (frames "
-                           "pooled, not a mean of per-video means); mean_distance likewise, Euclidean",
-                  "same_person": f"frames within dlib's Euclidean distance {SAME_PERSON_DISTANCE}"},
-        "E-FID": {"network": "Deep3DFaceRecon_pytorch's ResNet-50 face reconstruction (epoch_20.pth, net_recon), "
-                             "3DMM expression coefficients 80:144, 64-d",
-                  "alignment": "five points from Face Mesh (eye-corner midpoints, nose tip 4, mouth corners 61/291) "
-                               "fitted to similarity_Lm3D_all.mat's five standard points (align_img: scale and "
-                               "translation), 224x224 crop, PIL bicubic, [0, 1]",
-                  "frames": "every frame of both sides with landmarks; others counted, not scored",
-                  "distance": "Fréchet distance between the two sides' per-frame coefficients",
-                  "batch": args.efid_batch, "weights_sha256": _efid_digests(args.weights)},
-        PROXY: {"features": "Face Mesh landmarks in the head frame (head_pose's similarity fit, divided by the "
-                            "reference shape's size), 107 expressive points (lips, jaw, brows, eyelids), 321-d",
-                "frames": "every frame of both sides with landmarks; others counted, not scored",
-                "distance": "Fréchet distance between the two sides' per-frame features", "note": PROXY_NOTE},
+        **face_preprocessing(args.reference_images is not None, args.efid_batch, args.weights),
     }
-
-
-@functools.lru_cache(maxsize=None)
-def _sha256_cached(path: str, mtime: float) -> str:
-    return weights.sha256_of(path)
-
-
-def _efid_digests(folder: str) -> dict[str, str] | None:
-    """The sha256 of E-FID's two user-supplied files, None unless both are in `folder`."""
-    paths = [os.path.join(folder, n) for n in (weights.FACE_RECON_FILE, weights.STANDARD_POINTS_FILE)]
-    if not all(os.path.isfile(p) for p in paths):
-        return None
-    return {os.path.basename(p): _sha256_cached(p, os.path.getmtime(p)) for p in paths}
 
 
 def _markdown(values: dict[str, float | None]) -> str:
@@ -444,7 +402,7 @@ def _saved_reference(args: argparse.Namespace, metrics: dict[str, _Metric]) -> t
             continue
         if name == "E-FID":
             there = settings["preprocessing"]["E-FID"]["weights_sha256"]
-            if there != _efid_digests(args.weights):
+            if there != efid_digests(args.weights):
                 missing[name] = (f"not computed: the saved reference statistics in {folder} were made with E-FID "
                                  f"files of sha256 {there}, not those in {args.weights}")
                 continue
@@ -485,29 +443,6 @@ def _syncnet_result(syncnet: dict[str, list], weights_path: str) -> dict[str, An
         entry["status"] = f"not computed: none of the {len(skipped)} generated videos could be scored (see skipped)"
     return dict(entry, videos={"generated": len(scored)}, per_video=scored,
                 skipped={"count": len(skipped), "videos": skipped}, weights_sha256=weights.sha256_of(weights_path))
-
-
-def _fsim_result(fsim: dict[str, list], folder: str) -> dict[str, Any]:
-    """F-SIM's entry: the cosine similarity and distance averaged over all scored frames of all videos (frames
-    pooled; the Table 1 value is the mean cosine), the frame counts, each video's numbers and the skipped pairs."""
-    from emo_jax.eval.face_identity import NETWORK, SAME_PERSON_DISTANCE
-
-    scored, skipped = fsim["scored"], fsim["skipped"]
-    faces = sum(r["faces_found"] for r in scored)
-    entry: dict[str, Any] = {"value": None, "status": "computed", "network": NETWORK}
-    if faces:
-        entry["value"] = sum(r["mean_cosine"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
-        entry["mean_distance"] = sum(r["mean_distance"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
-    else:
-        entry["status"] = (f"not computed: no face found in any generated frame of the {len(scored)} videos with a "
-                           f"reference face ({len(skipped)} skipped)")
-    same = sum(r["same_person"] for r in scored)
-    return dict(entry, videos={"generated": len(scored)},
-                frames={"generated": sum(r["frames"] for r in scored), "scored": faces,
-                        "no_face": sum(r["no_face"] for r in scored), "same_person": same},
-                same_person_distance=SAME_PERSON_DISTANCE, per_video=scored,
-                skipped={"count": len(skipped), "videos": skipped},
-                weights_sha256={name: weights.sha256_of(os.path.join(folder, name)) for name in weights.DLIB_SHA256})
 
 
 def _frechet_result(name: str, metric: _Metric, no_landmarks: dict[str, int | None]) -> dict[str, Any]:
@@ -589,13 +524,13 @@ def _run(args: argparse.Namespace) -> None:
         elif name == "SyncNet":
             results[name] = _syncnet_result(merged["syncnet"], os.path.join(args.weights, weights.SYNCNET_FILE))
         elif name == "F-SIM":
-            results[name] = _fsim_result(merged["fsim"], args.weights)
+            results[name] = fsim_entry(merged["fsim"], args.weights)
         else:
             results[name] = _frechet_result(name, every[name], no_landmarks)
             if name == "FVD":
                 results[name]["skipped"] = {"count": len(merged["skipped"]), "videos": merged["skipped"]}
             if name == "E-FID":
-                results[name]["weights_sha256"] = _efid_digests(args.weights)
+                results[name]["weights_sha256"] = efid_digests(args.weights)
         if name == PROXY:
             results[name].update(comparable_with_paper=False, note=PROXY_NOTE)
         values[name] = results[name]["value"]

@@ -7,9 +7,12 @@ full-range finds nothing) runs on every frame and the largest face's box is kept
 without a detection has no face. F-SIM describes each frame's box with dlib; Face Mesh tracks the boxes
 (FaceMesh.track) and its landmarks give the proxy's features and the five points that align each frame's crop for
 Deep3DFaceRecon. Frames without a face (no box, or Face Mesh's presence below 0.5) are counted and not scored.
+
+Also emo-eval's preprocessing entries for these metrics and F-SIM's JSON entry (frames pooled over all videos).
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -23,6 +26,9 @@ from emo_jax.eval import weights
 from emo_jax.eval.extract import ShardedExtractor
 
 DETECTOR = "blazeface"
+PROXY = "E-FID (landmark proxy)"  # its own JSON entry, beside Table 1's columns
+PROXY_NOTE = ("not comparable with the paper's E-FID or any published number: Face Mesh landmark features, not "
+              "Deep3DFaceRecon's expression coefficients")
 
 
 @dataclass
@@ -140,3 +146,73 @@ def load_face_metrics(folder: str, batch: int = 32, devices: Sequence[jax.Device
         recon = recon_extractor(params, batch, devices)
         standard = load_standard_points(os.path.join(folder, weights.STANDARD_POINTS_FILE))
     return FaceAnalyser(detector, mesh, descriptor, recon, standard), missing
+
+
+def face_preprocessing(reference_images: bool, efid_batch: int, folder: str) -> dict[str, Any]:
+    """emo-eval's preprocessing entries for the face metrics; `reference_images`: F-SIM's portraits come from
+    --reference-images; `folder`: the weights folder."""
+    from emo_jax.eval.face_identity import SAME_PERSON_DISTANCE
+
+    return {
+        "faces": {"detector": f"{DETECTOR} (BlazeFace full-range, short-range where it finds none) on every "
+                              "frame, the largest face; no interpolation: a frame without a detection has no face",
+                  "landmarks": "MediaPipe Face Mesh tracked from the boxes (emo_jax/faces/mesh.py); a frame where "
+                               "its presence is below 0.5 has no landmarks",
+                  "decoding": "each video decoded once for the three face metrics, its frames held meanwhile"},
+        "F-SIM": {"network": "dlib_face_recognition_resnet_model_v1 (128-d), dlib's 5-point shape predictor on the "
+                             "detector's box, get_face_chip 150 px, padding 0.25",
+                  "reference": "the image of the same name in --reference-images" if reference_images
+                  else "the first frame of the paired reference video (the portrait the clip started from)",
+                  "frames": "every generated frame; frames without a face counted (no_face), not scored",
+                  "value": "mean cosine similarity of the descriptors over all scored frames of all videos (frames "
+                           "pooled, not a mean of per-video means); mean_distance likewise, Euclidean",
+                  "same_person": f"frames within dlib's Euclidean distance {SAME_PERSON_DISTANCE}"},
+        "E-FID": {"network": "Deep3DFaceRecon_pytorch's ResNet-50 face reconstruction (epoch_20.pth, net_recon), "
+                             "3DMM expression coefficients 80:144, 64-d",
+                  "alignment": "five points from Face Mesh (eye-corner midpoints, nose tip 4, mouth corners 61/291) "
+                               "fitted to similarity_Lm3D_all.mat's five standard points (align_img: scale and "
+                               "translation), 224x224 crop, PIL bicubic, [0, 1]",
+                  "frames": "every frame of both sides with landmarks; others counted, not scored",
+                  "distance": "Fréchet distance between the two sides' per-frame coefficients",
+                  "batch": efid_batch, "weights_sha256": efid_digests(folder)},
+        PROXY: {"features": "Face Mesh landmarks in the head frame (head_pose's similarity fit, divided by the "
+                            "reference shape's size), 107 expressive points (lips, jaw, brows, eyelids), 321-d",
+                "frames": "every frame of both sides with landmarks; others counted, not scored",
+                "distance": "Fréchet distance between the two sides' per-frame features", "note": PROXY_NOTE},
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256_cached(path: str, mtime: float) -> str:
+    return weights.sha256_of(path)
+
+
+def efid_digests(folder: str) -> dict[str, str] | None:
+    """The sha256 of E-FID's two user-supplied files, None unless both are in `folder`."""
+    paths = [os.path.join(folder, n) for n in (weights.FACE_RECON_FILE, weights.STANDARD_POINTS_FILE)]
+    if not all(os.path.isfile(p) for p in paths):
+        return None
+    return {os.path.basename(p): _sha256_cached(p, os.path.getmtime(p)) for p in paths}
+
+
+def fsim_entry(fsim: dict[str, list], folder: str) -> dict[str, Any]:
+    """F-SIM's entry: the cosine similarity and distance averaged over all scored frames of all videos (frames
+    pooled; the Table 1 value is the mean cosine), the frame counts, each video's numbers and the skipped pairs."""
+    from emo_jax.eval.face_identity import NETWORK, SAME_PERSON_DISTANCE
+
+    scored, skipped = fsim["scored"], fsim["skipped"]
+    faces = sum(r["faces_found"] for r in scored)
+    entry: dict[str, Any] = {"value": None, "status": "computed", "network": NETWORK}
+    if faces:
+        entry["value"] = sum(r["mean_cosine"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
+        entry["mean_distance"] = sum(r["mean_distance"] * r["faces_found"] for r in scored if r["faces_found"]) / faces
+    else:
+        entry["status"] = (f"not computed: no face found in any generated frame of the {len(scored)} videos with a "
+                           f"reference face ({len(skipped)} skipped)")
+    same = sum(r["same_person"] for r in scored)
+    return dict(entry, videos={"generated": len(scored)},
+                frames={"generated": sum(r["frames"] for r in scored), "scored": faces,
+                        "no_face": sum(r["no_face"] for r in scored), "same_person": same},
+                same_person_distance=SAME_PERSON_DISTANCE, per_video=scored,
+                skipped={"count": len(skipped), "videos": skipped},
+                weights_sha256={name: weights.sha256_of(os.path.join(folder, name)) for name in weights.DLIB_SHA256})
