@@ -272,7 +272,6 @@ def _feed_faces(index: int, name: str, videos: dict[str, dict[str, str]], faces:
                 args: argparse.Namespace) -> None:
     """One pair's face metrics: both sides' E-FID features into their statistics (counting frames without a face),
     and F-SIM of the generated frames against the portrait, into `local`."""
-    from emo_jax.eval import landmark_expression
     from emo_jax.eval.face_identity import compare
     from emo_jax.video.io import iter_frames
 
@@ -292,18 +291,16 @@ def _feed_faces(index: int, name: str, videos: dict[str, dict[str, str]], faces:
             else:
                 landmark_expression.add_video(metric.stats[side], found.points)
             metric.videos[side] += 1
-        counts = local["face_frames"][side]
-        counts["frames"] += found.frames
-        counts["no_landmarks"] += int(found.frames - has_points.sum())
-    if faces.descriptor is None or portraits is None and first_reference is None:
+        local["face_frames"][side]["no_landmarks"] += int(found.frames - has_points.sum())
+    if faces.descriptor is None:
         return
     path = videos["generated"][name]
     portrait_name = portraits[name] if portraits else f"the first frame of {videos['reference'][name]}"
     portrait = _read_image(portraits[name]) if portraits else first_reference
     reference = faces.describe(portrait) if portrait is not None else None
     if reference is None:
-        local["fsim"]["skipped"].append([index, {"video": path, "reference": portrait_name,
-                                                  "reason": "no face found in the reference"}])
+        why = "no face found in the reference" if portrait is not None else "the reference video has no frames"
+        local["fsim"]["skipped"].append([index, {"video": path, "reference": portrait_name, "reason": why}])
         return
     record = compare(reference, generated.descriptors)
     local["fsim"]["scored"].append([index, dict(record, video=path, reference=portrait_name)])
@@ -346,7 +343,7 @@ def _feed_pairs(names: list[str], videos: dict[str, dict[str, str]], metrics: di
 def _empty_local() -> dict[str, Any]:
     return {"frames": {"generated": 0, "reference": 0}, "skipped": [], "syncnet": {"scored": [], "skipped": []},
             "fsim": {"scored": [], "skipped": []},
-            "face_frames": {side: {"frames": 0, "no_landmarks": 0} for side in ("generated", "reference")}}
+            "face_frames": {side: {"no_landmarks": 0} for side in ("generated", "reference")}}
 
 
 STATS_SETTINGS = "preprocessing.json"  # beside <metric>_<side>.npz in a --save-stats folder

@@ -3,7 +3,9 @@ with their counts, the pairing, the 10-frame video FVD skips, a missing weights 
 a FID file of another digest, and folders without videos or pairs as one-line errors. Then, on a cheap feature
 function: two real processes give one process's JSON, the progress bar, and the process flags. Last, SyncNet
 (random weights, drawn talking faces) against syncnet.py's functions on each video, its skips, and over two
-processes."""
+processes. Then the face metrics (the real dlib files, random Deep3DFaceRecon weights, made-up standard points,
+drawn faces at 10 fps) against face_identity.py, face_recon.py and landmark_expression.py computed directly, the
+frames without a face, --reference-images, and saved statistics."""
 import contextlib
 import io
 import json
@@ -388,7 +390,7 @@ def save_face_recon_files(folder) -> None:
 def face_run(tmp_path_factory):
     """(generated, reference and weights folders, JSON, stdout, stderr) of emo-eval with the real dlib files, random
     Deep3DFaceRecon weights and made-up standard points at 10 fps: three pairs of drawn faces, generated c with six
-    of its 18 frames blank (two at 10 fps)."""
+    of its 18 frames blank (two at 10 fps). Its statistics are saved in stats/ beside the folders."""
     root = tmp_path_factory.mktemp("face_eval")
     generated, reference, folder = root / "generated", root / "reference", root / "weights"
     for d in (generated, reference, folder):
@@ -406,7 +408,7 @@ def face_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         patch.setattr(emo_eval, "_load", no_fid_fvd)
         argv = ["--generated", generated, "--reference", reference, "--weights", folder, "--devices", 1, "--fps",
-                FACE_FPS, "--efid-batch", 4, "--out", out]
+                FACE_FPS, "--efid-batch", 4, "--out", out, "--save-stats", root / "stats"]
         assert emo_eval.main([str(a) for a in argv]) == 0, stderr.getvalue()
     return generated, reference, folder, json.loads(out.read_text()), stdout.getvalue(), stderr.getvalue()
 
@@ -533,3 +535,34 @@ def test_saved_face_statistics_and_reference_images(face_run, tmp_path):
     assert with_portraits["F-SIM"]["value"] == pytest.approx(expected["value"], abs=1e-12)
     assert [r["reference"] for r in with_portraits["F-SIM"]["per_video"]] == [str(portraits / f"{n}.png")
                                                                                  for n in "abc"]
+
+
+def test_saved_e_fid_statistics_give_the_paired_numbers_and_need_the_same_files(face_run, tmp_path):
+    """Against face_run's saved statistics E-FID and the proxy are its numbers; saved with other standard points,
+    E-FID is not computed and the proxy still is."""
+    from scipy.io import loadmat, savemat
+
+    generated, reference, folder, report, _, _ = face_run
+    stats = reference.parent / "stats"
+    common = ["--generated", str(generated), "--reference-stats", str(stats), "--devices", "1", "--fps",
+              str(FACE_FPS), "--efid-batch", "4", "--out", str(tmp_path / "out.json")]
+    other = tmp_path / "other_weights"
+    other.mkdir()
+    shutil.copy(folder / weights.FACE_RECON_FILE, other)
+    lm = loadmat(str(folder / weights.STANDARD_POINTS_FILE))["lm"]
+    savemat(other / weights.STANDARD_POINTS_FILE, {"lm": lm * 1.01})  # other standard points
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(emo_eval, "_load", no_fid_fvd)
+        for name, weights_folder in (("same", folder), ("other", other)):
+            assert emo_eval.main(common + ["--weights", str(weights_folder)]) == 0
+            runs[name] = json.loads((tmp_path / "out.json").read_text())["metrics"]
+    for name in ("E-FID", emo_eval.PROXY):
+        assert runs["same"][name]["value"] == pytest.approx(report["metrics"][name]["value"], rel=1e-12)
+        assert runs["same"][name]["frames"] == report["metrics"][name]["frames"]
+        assert runs["same"][name]["frames_without_face"] == report["metrics"][name]["frames_without_face"]
+    assert runs["other"]["E-FID"]["value"] is None
+    assert runs["other"]["E-FID"]["status"].startswith(f"not computed: the saved reference statistics in {stats} "
+                                                       "were made with E-FID files of sha256")
+    assert runs["other"][emo_eval.PROXY]["value"] == pytest.approx(report["metrics"][emo_eval.PROXY]["value"],
+                                                                   rel=1e-12)
