@@ -30,12 +30,12 @@ from emo_jax.eval import face_recon, fid, fvd, landmark_expression, weights
 from emo_jax.eval.distributed import allgather_json, allgather_stats
 from emo_jax.eval.extract import StatsFeeder
 from emo_jax.eval.face_metrics import (PROXY, PROXY_NOTE, FaceAnalyser, efid_digests, face_preprocessing,
-                                       fsim_entry, load_face_metrics)
+                                       fsim_entry)
 from emo_jax.eval.frechet import frechet_distance_between
 from emo_jax.eval.i3d import FRAMES
 from emo_jax.eval.lipsync import DETECTOR, MAX_GAP, LipSyncScorer, NotScored
 from emo_jax.eval.syncnet import FPS, SAMPLE_RATE, VSHIFT
-from emo_jax.interop.metric_networks import load_extractors, load_lipsync
+from emo_jax.interop.metric_networks import load_extractors, load_face_metrics, load_lipsync
 from emo_jax.paths import require_folder
 
 log = logging.getLogger("emo-eval")

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from emo_jax.errors import ConfigError
 from emo_jax.eval import weights
 from emo_jax.eval.extract import ShardedExtractor
 
@@ -102,50 +101,6 @@ def recon_extractor(params: Any, batch: int, devices: Sequence[jax.Device] | Non
 
     return ShardedExtractor(lambda p, crops: expression_coefficients(p, crops.astype(jnp.float32) / 255.0), params,
                             batch, devices)
-
-
-def _missing(folder: str, names: Sequence[str]) -> list[str]:
-    return [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-
-
-def load_face_metrics(folder: str, batch: int = 32, devices: Sequence[jax.Device] | None = None
-                      ) -> tuple[FaceAnalyser | None, dict[str, str]]:
-    """(the analyser with what `folder` allows, None when the face models cannot run), {'F-SIM' / 'E-FID' /
-    'E-FID (landmark proxy)': 'not computed: <why>; <what to do>'} for each face metric that cannot be computed."""
-    from emo_jax.faces.detect import make_detector
-    from emo_jax.faces.mesh import FaceMesh
-
-    missing: dict[str, str] = {}
-    try:
-        detector, mesh = make_detector(DETECTOR), FaceMesh()
-    except ConfigError as e:
-        why = f"not computed: the face tracker cannot run: {e}"
-        return None, {"F-SIM": why, "E-FID": why, "E-FID (landmark proxy)": why}
-    descriptor = None
-    dlib_files = _missing(folder, weights.DLIB_SHA256)
-    if dlib_files:
-        missing["F-SIM"] = (f"not computed: {', '.join(dlib_files)} missing in {folder}; fetch "
-                            f"{'them' if len(dlib_files) > 1 else 'it'} with `{weights.dlib_fetch_command(folder)}`")
-    else:
-        from emo_jax.eval.face_identity import FaceDescriptor
-
-        try:
-            descriptor = FaceDescriptor(folder, DETECTOR)
-        except ConfigError as e:
-            missing["F-SIM"] = f"not computed: {e}"
-    recon = standard = None
-    recon_files = _missing(folder, [weights.FACE_RECON_FILE, weights.STANDARD_POINTS_FILE])
-    if recon_files:
-        missing["E-FID"] = (f"not computed: {', '.join(recon_files)} missing in {folder} (user supplied); "
-                            f"{weights.face_recon_get_line(folder, recon_files)}")
-    else:
-        from emo_jax.eval.face_recon import load_standard_points
-        from emo_jax.interop.face_recon_import import load_face_recon
-
-        _, params = load_face_recon(os.path.join(folder, weights.FACE_RECON_FILE))
-        recon = recon_extractor(params, batch, devices)
-        standard = load_standard_points(os.path.join(folder, weights.STANDARD_POINTS_FILE))
-    return FaceAnalyser(detector, mesh, descriptor, recon, standard), missing
 
 
 def face_preprocessing(reference_images: bool, efid_batch: int, folder: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The metric networks of emo-eval and emo-train's periodic evaluation, loaded from the weights files in one folder
 (names, digests and fetch commands in emo_jax/eval/weights.py) and wrapped as sharded feature extractors, and
-emo-eval's SyncNet scorer."""
+emo-eval's SyncNet scorer and face-metric analyser."""
 from __future__ import annotations
 
 import os
@@ -12,6 +12,7 @@ from emo_jax.eval.weights import (FID_FILE, I3D_FILE, SYNCNET_FILE, fid_fetch_co
                                   syncnet_fetch_command)
 
 if TYPE_CHECKING:
+    from emo_jax.eval.face_metrics import FaceAnalyser
     from emo_jax.eval.lipsync import LipSyncScorer
 
 
@@ -59,3 +60,48 @@ def load_lipsync(folder: str, batch: int = 20,
         return None, f"not computed: its face tracker cannot run: {e}"
     module, params = load_syncnet(path)
     return LipSyncScorer(module, params, batch, devices, detector), None
+
+
+def _missing(folder: str, names: Sequence[str]) -> list[str]:
+    return [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+
+
+def load_face_metrics(folder: str, batch: int = 32, devices: Sequence | None = None
+                      ) -> tuple[FaceAnalyser | None, dict[str, str]]:
+    """(the analyser with what `folder` allows, None when the face models cannot run), {'F-SIM' / 'E-FID' /
+    'E-FID (landmark proxy)': 'not computed: <why>; <what to do>'} for each face metric that cannot be computed."""
+    from emo_jax.eval.face_metrics import DETECTOR, FaceAnalyser, recon_extractor
+    from emo_jax.faces.detect import make_detector
+    from emo_jax.faces.mesh import FaceMesh
+
+    missing: dict[str, str] = {}
+    try:
+        detector, mesh = make_detector(DETECTOR), FaceMesh()
+    except ConfigError as e:
+        why = f"not computed: the face tracker cannot run: {e}"
+        return None, {"F-SIM": why, "E-FID": why, "E-FID (landmark proxy)": why}
+    descriptor = None
+    dlib_files = _missing(folder, weights.DLIB_SHA256)
+    if dlib_files:
+        missing["F-SIM"] = (f"not computed: {', '.join(dlib_files)} missing in {folder}; fetch "
+                            f"{'them' if len(dlib_files) > 1 else 'it'} with `{weights.dlib_fetch_command(folder)}`")
+    else:
+        from emo_jax.eval.face_identity import FaceDescriptor
+
+        try:
+            descriptor = FaceDescriptor(folder, DETECTOR)
+        except ConfigError as e:
+            missing["F-SIM"] = f"not computed: {e}"
+    recon = standard = None
+    recon_files = _missing(folder, [weights.FACE_RECON_FILE, weights.STANDARD_POINTS_FILE])
+    if recon_files:
+        missing["E-FID"] = (f"not computed: {', '.join(recon_files)} missing in {folder} (user supplied); "
+                            f"{weights.face_recon_get_line(folder, recon_files)}")
+    else:
+        from emo_jax.eval.face_recon import load_standard_points
+        from emo_jax.interop.face_recon_import import load_face_recon
+
+        _, params = load_face_recon(os.path.join(folder, weights.FACE_RECON_FILE))
+        recon = recon_extractor(params, batch, devices)
+        standard = load_standard_points(os.path.join(folder, weights.STANDARD_POINTS_FILE))
+    return FaceAnalyser(detector, mesh, descriptor, recon, standard), missing

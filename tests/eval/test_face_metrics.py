@@ -3,8 +3,9 @@ frame without a face has a NaN box and landmarks and a NaN row of coefficients w
 crops' (a stand-in network: the crops' mean colour), and the missing files' lines name them."""
 import numpy as np
 
-from emo_jax.eval import face_metrics, weights
+from emo_jax.eval import weights
 from emo_jax.eval.face_recon import align_face, five_points_from_mesh
+from emo_jax.interop.metric_networks import load_face_metrics
 from tests.data_pipeline.synthetic_videos import draw_face
 
 STANDARD = np.array([[-0.31, 0.29, 0.10], [0.31, 0.29, 0.10], [0.0, 0.0, 0.55], [-0.24, -0.33, 0.15],
@@ -23,7 +24,7 @@ def mean_colour(crops: np.ndarray) -> np.ndarray:
 
 
 def test_a_frame_without_a_face_is_nan_and_the_others_are_their_aligned_crops(tmp_path):
-    analyser, missing = face_metrics.load_face_metrics(str(tmp_path))
+    analyser, missing = load_face_metrics(str(tmp_path))
     assert analyser is not None and analyser.descriptor is None and analyser.recon is None
     assert set(missing) == {"F-SIM", "E-FID"}
     analyser.recon, analyser.standard = mean_colour, STANDARD
@@ -42,7 +43,7 @@ def test_a_frame_without_a_face_is_nan_and_the_others_are_their_aligned_crops(tm
 def test_missing_files_are_named_with_what_to_do(tmp_path):
     (tmp_path / weights.FACE_RECON_FILE).write_bytes(b"")
     (tmp_path / weights.DLIB_SHAPE_FILE).write_bytes(b"")
-    _, missing = face_metrics.load_face_metrics(str(tmp_path))
+    _, missing = load_face_metrics(str(tmp_path))
     assert missing["F-SIM"] == (f"not computed: {weights.DLIB_RECOGNITION_FILE} missing in {tmp_path}; fetch it "
                                 f"with `python -m emo_jax.eval.fetch dlib --to {tmp_path}`")
     assert missing["E-FID"] == (f"not computed: {weights.STANDARD_POINTS_FILE} missing in {tmp_path} (user "
