@@ -14,7 +14,7 @@ from emo_jax.faces.detect import (ANALYSIS_SIDE, DETECTORS, FaceDetector, analys
                                  track_faces)
 from emo_jax.faces.head_pose import HeadPoseSpeed
 from data_pipeline.schema import SegmentRecord
-from data_pipeline.segments import shot_starts, split_segments
+from data_pipeline.segments import SHOT_THRESHOLD, shot_starts, split_segments
 from data_pipeline.speed import ESTIMATORS, SpeedEstimator
 from emo_jax.audio.decode import load_audio
 from emo_jax.errors import AudioError, VideoError
@@ -32,13 +32,14 @@ class PrepareConfig:
     box_smooth_seconds: float = 0.1  # Gaussian sigma of the temporal face-box smoothing
     min_seconds: float = 3.0
     max_seconds: float = 12.0
-    shot_threshold: float = 0.4
+    shot_threshold: float = SHOT_THRESHOLD  # mean HSV change of a cut (data_pipeline/segments.py)
     jpeg_quality: int = 95
     detector: str = "blazeface"  # emo_jax/faces/detect.py DETECTORS
     # data_pipeline/speed.py ESTIMATORS; head_pose (EMO's label, degrees per frame) also stores landmarks and pose
     speed_estimator: str = "head_pose"
-    # Cuts and image-motion speeds run on grey frames this long (~60 KB per frame kept); the Haar detector runs on
-    # RGB frames this long too (BlazeFace on its own input side); emo-generate detects on portraits at the default.
+    # Image-motion speeds run on grey frames this long (~60 KB per frame kept); face and cut detection on RGB copies
+    # this long with Haar, at BlazeFace's own input side (192) with BlazeFace; emo-generate detects on portraits at
+    # the default.
     analysis_side: int = ANALYSIS_SIDE
     audio_sample_rate: int = 16000
     audio_window_seconds: float = 30.0  # wav2vec2's window on long audio: config.audio.window_seconds
@@ -61,6 +62,8 @@ class PrepareConfig:
         if self.audio_sample_rate <= 0 or self.audio_window_seconds <= 0:
             raise ValueError(f"--audio-sample-rate and --audio-window-seconds must be > 0, got "
                              f"{self.audio_sample_rate}, {self.audio_window_seconds}")
+        if self.shot_threshold <= 0:
+            raise ValueError(f"--shot-threshold must be > 0 (a mean HSV change, 0-255), got {self.shot_threshold}")
         if self.detect_every < 1 or self.face_expand < 1:
             raise ValueError(f"--detect-every must be >= 1 and --face-expand >= 1, got "
                              f"{self.detect_every}, {self.face_expand}")
@@ -101,8 +104,9 @@ def _aligned_audio(path: str, audio_offset: float, num_frames: int, cfg: Prepare
 
 @dataclasses.dataclass
 class _Analysis:
-    """Pass 1's small copies of every frame at the target fps: grey ones (cuts, image-motion speed) and the RGB
-    ones the face detector runs on, with their scales relative to the source, and the source (width, height)."""
+    """Pass 1's small copies of every frame at the target fps: grey ones (image-motion speed) and the RGB ones the
+    face detector and the cut detector run on, with their scales relative to the source, and the source (width,
+    height)."""
 
     grays: list[np.ndarray]
     scale: float
@@ -139,7 +143,7 @@ def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
     grays, scale, (width, height) = analysis.grays, analysis.scale, analysis.source_size
     if len(grays) < cfg.min_seconds * cfg.fps:
         raise SkipInput("too_short", f"{len(grays) / cfg.fps:.2f} s at {cfg.fps} fps < --min-seconds {cfg.min_seconds}")
-    starts = shot_starts(grays, cfg.shot_threshold)
+    starts = shot_starts(analysis.detection, cfg.shot_threshold)
     boxes = track_faces(analysis.detection, starts, detector, cfg.detect_every, max_gap=2 * cfg.detect_every)
     boxes *= scale / analysis.detection_scale  # into the grey frames' pixels
     del analysis

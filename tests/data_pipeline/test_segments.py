@@ -19,7 +19,20 @@ def test_long_runs_become_near_equal_pieces_within_limits():
     assert segments == [(0, 83), (83, 167), (167, 250)]
 
 
-def test_hard_cut_is_found_and_motion_is_not():
-    dark, bright = np.full((8, 8), 40, np.uint8), np.full((8, 8), 200, np.uint8)
-    moving = [np.roll(np.tile(np.arange(8, dtype=np.uint8) * 30, (8, 1)), k, axis=1) for k in range(3)]
-    assert shot_starts([dark, dark, bright, bright] + moving) == [2, 4]
+def _scene(colour, n: int, flash: int = -1) -> list[np.ndarray]:
+    """n frames of a coloured gradient drifting 1 px per frame; frame `flash` 40% brighter."""
+    base = np.clip(np.asarray(colour, np.float32) * np.linspace(0.5, 1.0, 48)[None, :, None], 0, 255)
+    frames = [np.roll(np.repeat(base, 32, axis=0), t, axis=1).astype(np.uint8) for t in range(n)]
+    if flash >= 0:
+        frames[flash] = np.clip(frames[flash] * 1.4, 0, 255).astype(np.uint8)
+    return frames
+
+
+def test_hard_cuts_are_found_and_motion_and_a_flash_are_not():
+    warm, cool, green = (170, 100, 50), (60, 110, 180), (70, 170, 90)
+    frames = _scene(warm, 20, flash=8) + _scene(cool, 20) + _scene(green, 20)
+    assert shot_starts(frames) == [20, 40]
+    # a second cut within 15 frames of the first is the same transition (PySceneDetect's minimum scene length)
+    assert shot_starts(_scene(warm, 20) + _scene(cool, 5) + _scene(green, 20)) == [20]
+    # the same content, only brighter or darker throughout: a lighting change, no cut
+    assert shot_starts(_scene(warm, 10) + _scene((119, 70, 35), 10)) == []
