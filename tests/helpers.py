@@ -1,7 +1,24 @@
 """Shared test utilities: tiny random PyTorch reference models, error measures, and live (perturbed) parameters."""
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
+
+
+@contextlib.contextmanager
+def root_logging_kept():
+    """Puts the root logger's handlers and level back afterwards: for a command run in-process by a module- or
+    session-scoped fixture, which runs outside conftest's per-test restore, so its stderr handler would otherwise
+    print every later test's log lines (absl's, Orbax's) into the stderr those tests check."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def rel_err(a, b) -> float:

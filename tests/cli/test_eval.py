@@ -26,6 +26,7 @@ from emo_jax.video.io import write_video
 
 torch = pytest.importorskip("torch")
 from tests.eval.multiprocess import run_processes, tiny_load  # noqa: E402
+from tests.helpers import root_logging_kept  # noqa: E402
 from tests.eval.test_lipsync import direct_score, save_syncnet_weights, talking_video  # noqa: E402
 from tests.eval.torch_i3d import i3d_jax_variables, random_i3d  # noqa: E402
 from tests.eval.torch_inception import FIDInceptionV3, randomize  # noqa: E402
@@ -285,7 +286,8 @@ def syncnet_run(tmp_path_factory):
     common = ["--generated", generated, "--reference", generated, "--weights", folder, "--devices", 1,
               "--syncnet-batch", 8]
     out, stdout, stderr = root / "one.json", io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
+          root_logging_kept()):
         patch.setattr(emo_eval, "_load", tiny_load)
         assert emo_eval.main([str(a) for a in common] + ["--out", str(out)]) == 0, stderr.getvalue()
     return generated, folder, common, json.loads(out.read_text()), stdout.getvalue(), stderr.getvalue()
@@ -405,7 +407,8 @@ def face_run(tmp_path_factory):
         shutil.copy(source, folder / name)
     save_face_recon_files(folder)
     out, stdout, stderr = root / "faces.json", io.StringIO(), io.StringIO()
-    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+    with (pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr),
+          root_logging_kept()):
         patch.setattr(emo_eval, "_load", no_fid_fvd)
         argv = ["--generated", generated, "--reference", reference, "--weights", folder, "--devices", 1, "--fps",
                 FACE_FPS, "--efid-batch", 4, "--out", out, "--save-stats", root / "stats"]

@@ -21,6 +21,7 @@ from emo_jax.params import STAGE_TRAINABLE, module_of
 from emo_jax.train.checkpoint import restore_params
 from emo_jax.train.state import StateFactory
 from emo_jax.sharding import make_mesh
+from data_pipeline.loader import read_manifest
 from emo_jax.train.train import NonFiniteLossError, check_prepared_settings, train, training_dataset, used_keys
 from tests.train.common import ROOT, make_config, pipeline_batches, subprocess_env
 
@@ -95,16 +96,19 @@ def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
 
 def test_stage3_speed_labels_must_be_in_the_models_unit(prepared):
     config = make_config("stage3", prepared)
+    manifest = read_manifest(prepared)
+    assert manifest["speed_unit"] == config.model.speed.unit == "degrees_per_frame"  # emo-prepare's head_pose
+    training_dataset(config)
+    manifest["config"]["speed_estimator"] = "flow"  # the same data labelled by an image-motion proxy
     with pytest.raises(ConfigError, match=r"speed labels from the 'flow' estimator are in face_widths_per_second but "
                                           r"the model's speed buckets \(model.speed.unit\) are in degrees_per_frame"):
-        training_dataset(config)
+        check_prepared_settings(config, manifest)
     config.model.speed.unit = "face_widths_per_second"  # training on the proxy, knowingly
-    training_dataset(config)
+    check_prepared_settings(config, manifest)
 
 
 def test_stage3_changes_only_temporal_and_speed_layers(prepared, compile_cache, tmp_path):
-    config = make_config("stage3", prepared, steps=2)
-    config.model.speed.unit = "face_widths_per_second"  # the prepared labels are emo-prepare's flow proxy
+    config = make_config("stage3", prepared, steps=2)  # on emo-prepare's head_pose labels, in degrees per frame
     factory = StateFactory(config, make_mesh(config.mesh.shape))
     before = _flat(factory.host_params(factory.create(config.seed)))
     train(config, str(tmp_path), random_init_encoders=True)
