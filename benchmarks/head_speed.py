@@ -10,7 +10,9 @@ fps repeats every fifth frame: a raw speed of 0 there, then a double step). Face
 frames bridged (emo-prepare's defaults); landmarks are tracked by Face Mesh, pose and speed computed by
 emo_jax.faces.head_pose. Printed per clip and pooled: percentiles of the raw and smoothed speed, and the share of
 frames nearest each of configs/emo_512.py's speed-bucket centres. Also the speed of a still head: one frame
-repeated 30 times, exactly and with Gaussian pixel noise (sigma 3 grey levels), the floor the tracker itself adds.
+repeated 30 times, exactly, with Gaussian pixel noise (sigma 3 grey levels), and shifted by a random whole pixel
+(-1, 0 or 1 each way) and JPEG re-encoded (quality 90) each time: the floor the tracker itself adds, also in
+degrees per second at the clip's rate.
 --png draws the landmarks (stable points green) and the head axes (x red, y green, z blue) on the first clip's
 middle frame. One thread for OpenCV and the interpreters, so times are per CPU core.
 """
@@ -37,6 +39,12 @@ from emo_jax.config import load_config  # noqa: E402
 from emo_jax.video.io import read_video  # noqa: E402
 
 PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def summary(speed: np.ndarray) -> dict[str, float]:
@@ -145,13 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     noise = np.random.default_rng(0)
     still = {"exact": [frame] * 30,
              "noise_sigma_3": [np.clip(frame + noise.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
-                               for _ in range(30)]}
+                               for _ in range(30)],
+             "jitter_1px_jpeg90": [jpeg(np.roll(frame, tuple(noise.integers(-1, 2, 2)), axis=(0, 1)), 90)
+                                   for _ in range(30)]}
     for name, frames in still.items():
         points, _ = mesh.track(frames, np.stack([box] * 30))
         rotations = head_pose(points).rotations
         raw, smoothed = summary(rotation_speed(rotations)), summary(rotation_speed(smooth_rotations(rotations,
                                                                                                     args.smooth)))
-        results[f"still_{name}"] = {"raw": raw, "smoothed": smoothed}
+        results[f"still_{name}"] = {"raw": raw, "smoothed": smoothed,
+                                    "smoothed_mean_degrees_per_second": smoothed["mean"] * args.fps}
         print(table_row(f"still head ({name}), 30 repeats", raw["frames"], np.nan, np.nan, raw, smoothed))
 
     results["setup"] = {"videos": [os.path.basename(v) for v in args.videos], "fps": args.fps,
