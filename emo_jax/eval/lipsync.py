@@ -2,8 +2,8 @@
 computes them on each generated video; the network, crops, MFCCs and offset search are emo_jax/eval/syncnet.py's.
 
 Per video: its frames resampled to 25 fps (iter_frames) and its first audio track decoded to 16 kHz mono and
-quantised as pcm_s16le (load_audio, pcm16). BlazeFace full-range finds faces on every frame (on the detector's own
-small copy, detection_frame) and track_faces follows one face (the largest, then the box overlapping the last one
+quantised as pcm_s16le (load_audio, pcm16). BlazeFace (full-range, short-range where that finds nothing) finds faces
+on every frame (on the detector's own small copy, detection_frame) and track_faces follows one face (the largest, then the box overlapping the last one
 most), bridging up to 25 frames without a detection by linear interpolation, as syncnet_python's tracker does
 (num_failed_det 25). A video is scored only if every frame has a tracked face. The crops, the windows and the
 offset search (vshift 15) follow syncnet_python; the embeddings are computed in fixed-size batches sharded over the
