@@ -104,9 +104,9 @@ def _aligned_audio(path: str, audio_offset: float, num_frames: int, cfg: Prepare
 
 @dataclasses.dataclass
 class _Analysis:
-    """Pass 1's small copies of every frame at the target fps: grey ones (image-motion speed) and the RGB ones the
-    face detector and the cut detector run on, with their scales relative to the source, and the source (width,
-    height)."""
+    """Pass 1's small copies of every frame at the target fps: the RGB ones the face detector and the cut detector
+    run on, grey ones for the image-motion speed estimators, with their scales relative to the source, and the
+    source (width, height)."""
 
     grays: list[np.ndarray]
     scale: float
@@ -115,12 +115,14 @@ class _Analysis:
     source_size: tuple[int, int]
 
 
-def _analysis_frames(path: str, cfg: PrepareConfig, detector: FaceDetector) -> _Analysis:
+def _analysis_frames(path: str, cfg: PrepareConfig, detector: FaceDetector, grey: bool) -> _Analysis:
+    """`grey`: also keep the grey copies (only the image-motion speed estimators read them)."""
     out = _Analysis([], 1.0, [], 1.0, (0, 0))
     for frame in iter_frames(path, cfg.fps):
-        gray, out.scale = analysis_frame(frame, cfg.analysis_side)
+        if grey:
+            gray, out.scale = analysis_frame(frame, cfg.analysis_side)
+            out.grays.append(gray)
         small, out.detection_scale = detection_frame(frame, detector, cfg.analysis_side)
-        out.grays.append(gray)
         out.detection.append(small)
         out.source_size = frame.shape[1], frame.shape[0]
     return out
@@ -139,17 +141,18 @@ class _Plan:
 def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
                    estimator: SpeedEstimator | HeadPoseSpeed) -> tuple[list[_Plan], int]:
     """Pass 1: analysis of the whole video; returns the segment plans and the number of frames."""
-    analysis = _analysis_frames(path, cfg, detector)
-    grays, scale, (width, height) = analysis.grays, analysis.scale, analysis.source_size
-    if len(grays) < cfg.min_seconds * cfg.fps:
-        raise SkipInput("too_short", f"{len(grays) / cfg.fps:.2f} s at {cfg.fps} fps < --min-seconds {cfg.min_seconds}")
+    on_crops = isinstance(estimator, HeadPoseSpeed)
+    analysis = _analysis_frames(path, cfg, detector, grey=not on_crops)
+    (width, height), num_frames = analysis.source_size, len(analysis.detection)
+    if num_frames < cfg.min_seconds * cfg.fps:
+        raise SkipInput("too_short", f"{num_frames / cfg.fps:.2f} s at {cfg.fps} fps < --min-seconds {cfg.min_seconds}")
     starts = shot_starts(analysis.detection, cfg.shot_threshold)
     boxes = track_faces(analysis.detection, starts, detector, cfg.detect_every, max_gap=2 * cfg.detect_every)
-    boxes *= scale / analysis.detection_scale  # into the grey frames' pixels
-    del analysis
+    boxes /= analysis.detection_scale  # into the source's pixels
+    analysis.detection.clear()
     has_face = np.isfinite(boxes[:, 0])
     if not has_face.any():
-        raise SkipInput("no_face", f"no face found by {detector.name} in {len(grays)} frames")
+        raise SkipInput("no_face", f"no face found by {detector.name} in {num_frames} frames")
     ranges = split_segments(has_face, starts, cfg.fps, cfg.min_seconds, cfg.max_seconds)
     if not ranges:
         raise SkipInput("no_long_face_run", f"face in {has_face.mean():.0%} of frames but never for "
@@ -157,10 +160,10 @@ def _plan_segments(path: str, cfg: PrepareConfig, detector: FaceDetector,
     plans = []
     for start, end in ranges:
         smoothed = smooth_boxes(boxes[start:end], cfg.box_smooth_seconds * cfg.fps)
-        speed = None if isinstance(estimator, HeadPoseSpeed) else estimator(grays[start:end], smoothed, cfg.fps)
-        framing = frame_face(smoothed / scale, width, height, cfg.face_expand, cfg.size)
+        speed = None if on_crops else estimator(analysis.grays[start:end], smoothed * analysis.scale, cfg.fps)
+        framing = frame_face(smoothed, width, height, cfg.face_expand, cfg.size)
         plans.append(_Plan(start, end, framing, speed))
-    return plans, len(grays)
+    return plans, num_frames
 
 
 # Face Mesh runs on the crops shrunk to this side: a face framed with face_expand 2 is then ~128 px, and the
