@@ -8,8 +8,9 @@ Elements (numpy; frames stay uint8 RGB so the host sends 4x fewer bytes; the mod
               face_mask [S, S] (the target's face box)
   stages 2-3: motion [n, S, S, 3] and target [f, S, S, 3] (n + f contiguous frames), reference [S, S, 3]
               (a frame outside the clip when the segment has one), face_mask [S, S] (union of the target
-              frames' boxes), speed [f + 2m] and audio [round((f + 2m) * sr / fps)] for the target frames with
-              m = context on each side (edge speeds repeated, audio zero-padded past the segment).
+              frames' boxes), audio [round((f + 2m) * sr / fps)] for the target frames with m = context on each
+              side (zero-padded past the segment), and each per-frame signal the record has (schema.FRAME_SIGNALS:
+              speed [f]) for the target frames.
 Records of schema v2 that carry them add (float32):
   latents     stage 1: target_latent, reference_latent [h, w, C] of the frames above;
               stages 2-3: motion_latents [n, h, w, C], target_latents [f, h, w, C], reference_latent [h, w, C]
@@ -30,7 +31,7 @@ from absl import flags
 import numpy as np
 
 from data_pipeline.crop import union_mask
-from data_pipeline.schema import SegmentRecord, decode_jpeg, decode_record
+from data_pipeline.schema import FRAME_SIGNALS, SegmentRecord, decode_jpeg, decode_record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ class LoaderConfig:
     motion_frames: int = 4
     clip_frames: int = 12
     reference_margin: int = 15  # stage 1: reference at least 0.5 s (at 30 fps) from the target
-    context: int = 2  # m: audio and speed context on each side of the target frames
+    context: int = 2  # m: audio context on each side of the target frames
     read_threads: int = 2
     workers: int = 0  # > 0: decode in that many prefetch processes
 
@@ -164,19 +165,21 @@ class ClipSampler:
         start = int(rng.integers(n - length + 1))
         first_target, m = start + cfg.motion_frames, cfg.context
         frames = np.stack([_frame(record, t) for t in range(start, start + length)])
-        speed_index = np.clip(np.arange(first_target - m, first_target + cfg.clip_frames + m), 0, n - 1)
         reference = _other_frame(rng, n, start, start + length)
         out = {
             "motion": frames[: cfg.motion_frames],
             "target": frames[cfg.motion_frames :],
             "reference": _frame(record, reference),
             "face_mask": union_mask(record.face_boxes[first_target : start + length], record.size),
-            "speed": record.speed[speed_index],
             "audio": _audio_span(record, first_target - m, cfg.clip_frames + 2 * m),
         }
+        for name in FRAME_SIGNALS:
+            if getattr(record, name) is not None:
+                out[name] = getattr(record, name)[first_target : start + length]
         if record.audio_features is not None:
-            # Row k holds speed_index[k : k + 2m + 1]: target frame k with its m neighbours on each side.
-            windows = speed_index[np.arange(cfg.clip_frames)[:, None] + np.arange(2 * m + 1)[None, :]]
+            # Row k: target frame k with its m neighbours on each side, the segment's edge frame repeated past it.
+            around = np.clip(np.arange(first_target - m, first_target + cfg.clip_frames + m), 0, n - 1)
+            windows = around[np.arange(cfg.clip_frames)[:, None] + np.arange(2 * m + 1)[None, :]]
             out["audio_features"] = record.audio_features[windows].astype(np.float32)
         if record.latents is not None:
             out["motion_latents"] = record.latents[start:first_target].astype(np.float32)

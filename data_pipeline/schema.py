@@ -60,6 +60,10 @@ _ARRAY_FIELDS = {"face_boxes": np.float32, "crop_box": np.float32, "face_mask": 
 _OPTIONAL_ARRAY_FIELDS = {"audio_features": np.float16, "latents": np.float16,  # new in version 2
                           "landmarks": np.float16, "head_pose": np.float32, "lip_mask": np.uint8,  # version 3
                           "mesh_face_mask": np.uint8}
+# The per-frame conditioning signals among the fields ([T, ...], one value per frame): the loader hands out each
+# one's values for a clip's target frames under the same name, which is the model's Condition field for it
+# (emo_jax/models/condition.py, frame_signal).
+FRAME_SIGNALS = ("speed",)
 _ADDED_IN = {"audio_features": 2, "latents": 2, "landmarks": 3, "head_pose": 3, "lip_mask": 3, "mesh_face_mask": 3}
 
 

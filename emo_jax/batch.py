@@ -13,6 +13,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from emo_jax.config import model_config
+from emo_jax.models.condition import frame_signals
+
 
 @dataclasses.dataclass(frozen=True)
 class Field:
@@ -34,8 +37,7 @@ class Input:
 # Which config setting each dimension of a raw field follows, for the message when data and config disagree.
 _SOURCES = {"target": "data.size (and model.clip_frames)", "motion": "data.size (and model.motion_frames)",
             "reference": "data.size", "face_mask": "data.size",
-            "audio": "audio.sample_rate, data.fps, model.clip_frames and model.audio.context",
-            "speed": "model.clip_frames and model.audio.context"}
+            "audio": "audio.sample_rate, data.fps, model.clip_frames and model.audio.context"}
 
 
 def audio_samples(config: ml_collections.ConfigDict) -> int:
@@ -45,8 +47,8 @@ def audio_samples(config: ml_collections.ConfigDict) -> int:
 
 
 def batch_spec(config: ml_collections.ConfigDict) -> dict[str, Input]:
-    """role -> Input for config.train.stage: target, reference, face_mask, and from stage 2 motion and audio,
-    in stage 3 speed."""
+    """role -> Input for config.train.stage: target, reference, face_mask, and from stage 2 motion, audio and the
+    per-frame signals the model reads (EMOConfig.frame_signals: speed in stage 3), each [clip_frames, ...]."""
     m, stage, s = config.model, config.train.stage, config.data.size
     h, c = m.latent_size, m.unet.in_channels
     if stage == 1:
@@ -65,8 +67,10 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict[str, Input]:
         "audio": Input(Field("audio", (audio_samples(config),), "float32"),
                        Field("audio_features", (f, 2 * a.context + 1, a.layers, a.feature_dim), "float32")),
     }
-    if stage == 3:
-        spec["speed"] = Input(Field("speed", (f + 2 * a.context,), "float32"))
+    signals = frame_signals()
+    for name in model_config(config).frame_signals:
+        shape, dtype = signals[name]
+        spec[name] = Input(Field(name, (f,) + shape, dtype))
     return spec
 
 
@@ -88,7 +92,8 @@ def check_batch(spec: Mapping[str, Input], batch: Mapping[str, np.ndarray]) -> d
     for role, field in fields.items():
         value = np.asarray(batch[field.name])
         if value.shape[1:] != field.shape or value.dtype != np.dtype(field.dtype):
-            source = _SOURCES[role] if field is spec[role].raw else "the model section (latent and feature sizes)"
+            source = (_SOURCES.get(role, "model.clip_frames") if field is spec[role].raw else
+                      "the model section (latent and feature sizes)")
             raise ValueError(f"batch field {field.name!r} is {value.dtype.name} {value.shape[1:]} per example, the "
                              f"config expects {field.dtype} {field.shape} (from {source}); prepare the data with "
                              "this config's settings or set them to the data's")
@@ -109,13 +114,16 @@ def abstract_batch(spec: Mapping[str, Input], batch_size: int, encoded: bool = T
 
 def random_batch(spec: Mapping[str, Input], batch_size: int, rng: np.random.Generator,
                  encoded: bool = False) -> dict[str, np.ndarray]:
-    """Random values of the right shapes and dtypes (benchmarks and tests): frames 0-255, masks 0/1, speeds >= 0."""
+    """Random values of the right shapes and dtypes (benchmarks and tests): frames 0-255, masks 0/1, per-frame
+    signals >= 0 (integer ones 0 or 1), everything else standard normal."""
     out = {}
     for name, s in abstract_batch(spec, batch_size, encoded).items():
         if s.dtype == np.uint8:
             high = 2 if name == "face_mask" else 256
             out[name] = rng.integers(0, high, s.shape, dtype=np.uint8)
+        elif np.issubdtype(s.dtype, np.integer):
+            out[name] = rng.integers(0, 2, s.shape).astype(s.dtype)
         else:
-            value = rng.standard_normal(s.shape).astype(np.float32)
-            out[name] = np.abs(value) if name == "speed" else value
+            value = rng.standard_normal(s.shape).astype(s.dtype)
+            out[name] = np.abs(value) if name in frame_signals() else value
     return out

@@ -145,6 +145,7 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     from jax.sharding import SingleDeviceSharding
 
     from emo_jax.build import abstract_params
+    from emo_jax.models.condition import frame_signals
     from emo_jax.models.emo import EMO, face_mask_size
     from emo_jax.sample.sampler import (SamplerSpec, check_video_model, chunk_program, clip_condition,
                                         guided_ddim_step, reference_program)
@@ -166,22 +167,24 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     carry = (previous, arg((2,), jnp.uint32), arg((), jnp.int32))
     a = m.audio
     feature = (2 * a.context + 1, a.layers, a.feature_dim)
-    speed = arg((k, f)) if cfg.unet.speed_attention else None
+    declared = frame_signals()
+    signals = {name: arg((k, f) + declared[name][0], declared[name][1]) for name in cfg.frame_signals}
     mask_side = face_mask_size(cfg, size)
     mask, scales = arg((1, mask_side, mask_side, 1)), arg((2,))
-    chunk = chunk_program(cfg, spec, latent).lower(params, ref, carry, arg((k, f) + feature), speed, mask,
+    chunk = chunk_program(cfg, spec, latent).lower(params, ref, carry, arg((k, f) + feature), signals, mask,
                                                    scales).compile()
 
     model, schedule = EMO(cfg), spec.schedule()
 
-    def one_step(params, ref, previous, x, audio_FCLD, speed_F, mask, scales):
+    def one_step(params, ref, previous, x, audio_FCLD, signals_F, mask, scales):
         # A clip's conditioning with its motion-frame pass, then one guided step (from the first timestep pair).
-        cond = clip_condition(model, params, ref, audio_FCLD, speed_F, mask, previous, jnp.bool_(False))
+        cond = clip_condition(model, params, ref, audio_FCLD, signals_F, mask, previous, jnp.bool_(False))
         t = jnp.int32(schedule.num_train_timesteps - 1)
         return guided_ddim_step(model, spec, schedule, params, x, t, t - 1, cond, scales)
 
     step = jax.jit(one_step).lower(params, ref, previous, arg((1, f) + latent), arg((f,) + feature),
-                                   None if speed is None else arg((f,)), mask, scales).compile()
+                                   {name: arg(s.shape[1:], s.dtype) for name, s in signals.items()}, mask,
+                                   scales).compile()
     return chunk, step, k * f
 
 

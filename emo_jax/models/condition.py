@@ -3,12 +3,20 @@ and what the UNet's layers read. Features are keyed by the backbone module that 
 swapped or missing is an error, never a silent misalignment."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import flax.struct
 import jax
 
 Array = jax.Array
+
+
+def frame_signal(shape: tuple[int, ...], dtype: str):
+    """A Condition field for a per-frame signal: one value of `shape` and `dtype` per video frame, [B, F, *shape] in
+    a clip. The loader slices it from the record field of the same name, the batch spec, the train step, the
+    sampler and the evaluation pass it on by that name; the model's EMOConfig.frame_signals says which it reads."""
+    return flax.struct.field(default=None, metadata={"frame_signal": (tuple(shape), dtype)})
 
 
 @flax.struct.dataclass
@@ -41,19 +49,25 @@ class Condition:
 
     ref_tokens: ReferenceFeatures.tokens of the reference [B, L, C]; motion: motion-module features of the motion
     frames [B * n, H, W, C] (EMO.motion_features); audio: per-frame wav2vec2 features [B, F, 2m+1, L, D];
-    face_mask: [B, H, W, 1]; speed: head speed per frame [B, F]; ref_keep / audio_keep: [B] bool, False where
-    classifier-free guidance drops that condition. clip_inputs: the per-clip work on audio, speed and face mask
-    done already (the sampler's clips); None: EMO.denoise does it.
+    face_mask: [B, H, W, 1]; ref_keep / audio_keep: [B] bool, False where classifier-free guidance drops that
+    condition. clip_inputs: the per-clip work on audio, speed and face mask done already (the sampler's clips);
+    None: EMO.denoise does it. Then the per-frame signals (frame_signal fields, see frame_signals()):
+    speed: head speed per frame [B, F] in model.speed.unit.
     """
 
     ref_tokens: dict[str, Array]
     motion: Optional[dict[str, Array]] = None
     audio: Optional[Array] = None
     face_mask: Optional[Array] = None
-    speed: Optional[Array] = None
+    speed: Optional[Array] = frame_signal((), "float32")
     ref_keep: Optional[Array] = None
     audio_keep: Optional[Array] = None
     clip_inputs: Optional[ClipInputs] = None
+
+
+def frame_signals() -> dict[str, tuple[tuple[int, ...], str]]:
+    """Condition's per-frame signals: name -> (shape of one frame's value, dtype)."""
+    return {f.name: f.metadata["frame_signal"] for f in dataclasses.fields(Condition) if "frame_signal" in f.metadata}
 
 
 @flax.struct.dataclass

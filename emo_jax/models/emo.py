@@ -6,7 +6,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from emo_jax.models.condition import ClipInputs, Condition, ReferenceFeatures, UNetCondition
+from emo_jax.models.condition import ClipInputs, Condition, ReferenceFeatures, UNetCondition, frame_signals
 from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
@@ -62,6 +62,12 @@ class EMOConfig:
             raise ValueError(f"model.first_clip_motion must be 'zeros' or 'reference', not {self.first_clip_motion!r}")
         if self.unet.speed_attention and len(self.speed.centres) != len(self.speed.radii):
             raise ValueError("model.speed.centres and model.speed.radii need the same number of buckets")
+
+    @property
+    def frame_signals(self) -> tuple[str, ...]:
+        """The per-frame signals (Condition's frame_signal fields) this model reads, so needs in every batch and at
+        generation: the loader, batch spec, sampler and evaluation follow this list."""
+        return ("speed",) if self.unet.speed_attention else ()
 
     @property
     def reference_unet(self) -> UNetConfig:
@@ -149,16 +155,26 @@ class EMO(nn.Module):
                             conv_in_residual=inputs.face_residual)
         return out.reshape(x_BFHWC.shape[:2] + out.shape[1:])
 
-    def __call__(self, x_BFHWC, t_B, ref_latent_BHWC, motion_latents_BNHWC=None, audio_BFCLD=None,
-                 face_mask_BHW1=None, speed_BF=None, ref_keep_B=None, audio_keep_B=None, motion_keep_B=None):
-        """Training forward: ReferenceNet on the reference (and motion frames), then the backbone."""
+    def __call__(self, x_BFHWC, t_B, ref_latent_BHWC, motion_latents_BNHWC=None, motion_keep=None, **conditions):
+        """Training forward: ReferenceNet on the reference (and motion frames), then the backbone.
+
+        conditions: Condition's fields by name, per clip: audio [B, F, 2m+1, L, D], face_mask [B, H, W, 1],
+        ref_keep / audio_keep [B] bool, and the per-frame signals the model reads (speed [B, F], ...).
+        motion_keep [B] bool: False zeroes that clip's motion-frame features (motion dropout).
+        """
         if x_BFHWC.shape[0] != ref_latent_BHWC.shape[0]:
             raise ValueError(f"{x_BFHWC.shape[0]} clips but {ref_latent_BHWC.shape[0]} reference latents")
+        unknown = sorted(set(conditions) - _CONDITION_INPUTS)
+        if unknown:
+            raise ValueError(f"EMO got unknown conditions {unknown}; it takes {sorted(_CONDITION_INPUTS)} (the "
+                             "fields of emo_jax.models.condition.Condition)")
         ref = self.reference_features(ref_latent_BHWC)
-        motion = self.motion_features(ref, motion_latents_BNHWC, motion_keep_B) if self.cfg.unet.temporal else None
-        cond = Condition(ref_tokens=ref.tokens, motion=motion, audio=audio_BFCLD, face_mask=face_mask_BHW1,
-                         speed=speed_BF, ref_keep=ref_keep_B, audio_keep=audio_keep_B)
-        return self.denoise(x_BFHWC, t_B, cond)
+        motion = self.motion_features(ref, motion_latents_BNHWC, motion_keep) if self.cfg.unet.temporal else None
+        return self.denoise(x_BFHWC, t_B, Condition(ref_tokens=ref.tokens, motion=motion, **conditions))
+
+
+# Condition fields a caller passes to EMO.__call__ (the reference and motion features it computes itself).
+_CONDITION_INPUTS = {f.name for f in dataclasses.fields(Condition)} - {"ref_tokens", "motion", "clip_inputs"}
 
 
 def face_mask_size(cfg: EMOConfig, latent_size: int) -> int:
@@ -177,12 +193,12 @@ def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) ->
     if u.temporal:
         inputs["motion_latents_BNHWC"] = jnp.zeros((batch, cfg.motion_frames, latent_size, latent_size, u.in_channels))
     if u.audio_attention:
-        inputs["audio_BFCLD"] = jnp.zeros((batch, frames, 2 * cfg.audio.context + 1, cfg.audio.layers,
-                                           cfg.audio.feature_dim))
+        inputs["audio"] = jnp.zeros((batch, frames, 2 * cfg.audio.context + 1, cfg.audio.layers, cfg.audio.feature_dim))
     if cfg.face_locator.enabled:
         px = face_mask_size(cfg, latent_size)
-        inputs["face_mask_BHW1"] = jnp.zeros((batch, px, px, 1))
-    if u.speed_attention:
-        inputs["speed_BF"] = jnp.zeros((batch, frames))
+        inputs["face_mask"] = jnp.zeros((batch, px, px, 1))
+    signals = frame_signals()
+    for name in cfg.frame_signals:
+        shape, dtype = signals[name]
+        inputs[name] = jnp.zeros((batch, frames) + shape, dtype)
     return inputs
-

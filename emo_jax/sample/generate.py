@@ -179,7 +179,7 @@ def generate(args: argparse.Namespace, config, restore_model: Callable[[str, Any
     num_frames = check_audio_length(audio.num_samples, fps, args.audio)  # before any model is loaded or compiled
     encoder, encoder_params, w2v = encoders.audio_encoder(config, random_init=args.random_init)
     check_audio_length(audio.num_samples, fps, args.audio, w2v.receptive_field_samples)
-    speed = load_speed(args.speed, num_frames) if cfg.unet.speed_attention else None
+    signals = {"speed": load_speed(args.speed, num_frames)} if "speed" in cfg.frame_signals else {}
 
     params = random_model_params(config) if args.random_init else restore_model(args.checkpoint, config)
     sampler = Sampler(config, params)
@@ -197,7 +197,7 @@ def generate(args: argparse.Namespace, config, restore_model: Callable[[str, Any
     size = config.data.size
     with (VideoWriter(args.out, fps, size, size, audio=audio.blocks()) as video,
           tqdm(total=sampler.num_clips(num_frames), unit="clip", desc="emo-generate") as bar):
-        for latents in sampler.stream(ref, features, mask, seed, s.ref_scale, s.audio_scale, speed):
+        for latents in sampler.stream(ref, features, mask, seed, s.ref_scale, s.audio_scale, signals):
             frames = codec.decode(latents)
             video.write(frames)
             if sheet is not None:

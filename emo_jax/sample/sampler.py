@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +28,7 @@ from emo_jax.config import model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
 from emo_jax.errors import ConfigError
-from emo_jax.models.condition import Condition, ReferenceFeatures
+from emo_jax.models.condition import Condition, ReferenceFeatures, frame_signals
 from emo_jax.models.emo import EMO, EMOConfig, face_mask_size
 
 GUIDANCE_MODES = ("separate", "joint", "none")
@@ -121,14 +121,14 @@ def motion_for_clip(model: EMO, params: Any, ref: ReferenceFeatures, previous_1N
 
 
 def clip_condition(model: EMO, params: Any, ref: ReferenceFeatures, audio_FCLD: jax.Array,
-                   speed_F: jax.Array | None, face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array,
+                   signals_F: Mapping[str, jax.Array], face_mask_1HW1: jax.Array, previous_1NHWC: jax.Array,
                    is_first: jax.Array) -> Condition:
     """Everything one clip's denoising steps condition on, computed here once per clip: its motion features, and
-    the audio tokens, speed tokens and face-locator residual (EMO.clip_inputs), which change neither with the
-    timestep nor with the guidance pass."""
+    the audio tokens, per-frame signals' tokens (speed) and face-locator residual (EMO.clip_inputs), which change
+    neither with the timestep nor with the guidance pass. signals_F: the clip's per-frame signals by name."""
     cond = Condition(ref_tokens=ref.tokens, motion=motion_for_clip(model, params, ref, previous_1NHWC, is_first),
                      audio=audio_FCLD[None], face_mask=face_mask_1HW1,
-                     speed=None if speed_F is None else speed_F[None])
+                     **{name: value[None] for name, value in signals_F.items()})
     inputs = model.apply({"params": params}, cond, 1, audio_FCLD.shape[0], method=EMO.clip_inputs)
     return cond.replace(clip_inputs=inputs)
 
@@ -165,23 +165,24 @@ def clip_noise(key: jax.Array, clip_index: jax.Array, shape: tuple[int, ...]) ->
 def chunk_program(cfg: EMOConfig, spec: SamplerSpec, latent_shape: tuple[int, int, int]):
     """The jitted chunk program for a model and sampler spec (cached, so every caller shares its compilations).
 
-    run(params, ref, carry, audio_KFCLD, speed_KF, face_mask_1HW1, scales_2) -> (carry, latents_KFhwC), with
-    carry = (last n latents [1, n, h, w, C], RNG key, index of the next clip).
+    run(params, ref, carry, audio_KFCLD, signals_KF, face_mask_1HW1, scales_2) -> (carry, latents_KFhwC), with
+    carry = (last n latents [1, n, h, w, C], RNG key, index of the next clip) and signals_KF the per-frame signals
+    by name, each [K, f, ...] ({} for a model that reads none).
     """
     model = EMO(cfg)
     denoise_clip = make_denoise_clip(model, spec)
     n = cfg.motion_frames
 
-    def run(params, ref, carry, audio_KFCLD, speed_KF, face_mask_1HW1, scales_2):
+    def run(params, ref, carry, audio_KFCLD, signals_KF, face_mask_1HW1, scales_2):
         def clip(carry, per_clip):
             previous, key, index = carry
-            audio_FCLD, speed_F = per_clip
-            cond = clip_condition(model, params, ref, audio_FCLD, speed_F, face_mask_1HW1, previous, index == 0)
+            audio_FCLD, signals_F = per_clip
+            cond = clip_condition(model, params, ref, audio_FCLD, signals_F, face_mask_1HW1, previous, index == 0)
             noise = clip_noise(key, index, (1, audio_FCLD.shape[0]) + latent_shape)
             x0 = denoise_clip(params, noise, cond, scales_2)
             return (x0[:, -n:], key, index + 1), x0[0]
 
-        return jax.lax.scan(clip, carry, (audio_KFCLD, speed_KF))
+        return jax.lax.scan(clip, carry, (audio_KFCLD, signals_KF))
 
     return jax.jit(run)
 
@@ -216,8 +217,9 @@ class Sampler:
         return reference_program(self.cfg)(self.params, jnp.asarray(ref_latent_1HWC, jnp.float32))
 
     def _chunks(self, blocks: Iterable[np.ndarray], total: int,
-                speed_T: np.ndarray | None) -> Iterator[tuple[np.ndarray, Any, int]]:
-        """(audio [K, f, ...], speed [K, f] or None, real frames) per chunk; the last one zero-padded."""
+                signals_T: Mapping[str, np.ndarray]) -> Iterator[tuple[np.ndarray, dict, int]]:
+        """(audio [K, f, ...], per-frame signals {name: [K, f, ...]}, real frames) per chunk; the last one padded:
+        audio with zeros, signals with their last value (the speed encoder reads neighbours, so a jump would leak)."""
         f, k = self.clip_frames, self.spec.clips_per_chunk
         per_chunk = f * k
         start = 0
@@ -225,23 +227,43 @@ class Sampler:
             real = len(audio)
             pad = per_chunk - real
             audio = np.concatenate([audio, np.zeros((pad,) + audio.shape[1:], audio.dtype)])
-            speed = None
-            if speed_T is not None:
-                # Padded frames repeat the last speed: the speed encoder reads neighbours, so a jump would leak.
-                speed = np.concatenate([speed_T[start:start + per_chunk], np.full(pad, speed_T[start + real - 1])])
-                speed = speed.reshape(k, f).astype(np.float32)
-            yield audio.reshape((k, f) + audio.shape[1:]).astype(np.float32), speed, real
+            signals = {}
+            for name, values in signals_T.items():
+                part = values[start:start + real]
+                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
+                signals[name] = part.reshape((k, f) + part.shape[1:])
+            yield audio.reshape((k, f) + audio.shape[1:]).astype(np.float32), signals, real
             start += real
         assert start == total, f"the audio features held {start} frames, not the {total} announced"
 
+    def _check_signals(self, signals: Mapping[str, np.ndarray] | None, total: int) -> dict[str, np.ndarray]:
+        """The per-frame signals as this model reads them (EMOConfig.frame_signals), each [total, ...] of its
+        dtype; a ValueError naming what is missing, extra or misshapen."""
+        signals = dict(signals or {})
+        extra = sorted(set(signals) - set(self.cfg.frame_signals))
+        if extra:
+            raise ValueError(f"per-frame {extra} given but this model does not read them (it reads "
+                             f"{list(self.cfg.frame_signals)}); for speed use a stage3 config, or drop them")
+        out, declared = {}, frame_signals()
+        for name in self.cfg.frame_signals:
+            shape, dtype = declared[name]
+            value = None if signals.get(name) is None else np.asarray(signals[name], dtype)
+            if value is None or value.shape != (total,) + shape:
+                got = "none" if value is None else f"shape {value.shape}"
+                raise ValueError(f"this model reads per-frame {name}: pass {total} per-frame {name}s of shape "
+                                 f"{shape} each, got {got}")
+            out[name] = value
+        return out
+
     def stream(self, ref: ReferenceFeatures, audio_TCLD: np.ndarray | FeatureStream, face_mask_HW: np.ndarray,
                seed: int, ref_scale: float, audio_scale: float,
-               speed_T: np.ndarray | None = None) -> Iterator[np.ndarray]:
+               signals: Mapping[str, np.ndarray] | None = None) -> Iterator[np.ndarray]:
         """Yields float32 latents [frames, h, w, C] chunk by chunk; len(audio_TCLD) frames in all.
 
         audio_TCLD: per-frame audio features [T, 2m+1, L, D], an array or a FeatureStream of blocks read as the
-        chunks need them; face_mask_HW: {0, 1} mask at the face locator's resolution; speed_T: per-frame head speed
-        (models with speed layers only).
+        chunks need them; face_mask_HW: {0, 1} mask at the face locator's resolution; signals: the per-frame
+        signals the model reads (EMOConfig.frame_signals) by name, each [T, ...]: {"speed": [T]} for a stage-3
+        model, none for a stage-2 one.
         """
         if isinstance(audio_TCLD, FeatureStream):
             total, blocks = len(audio_TCLD), iter(audio_TCLD)
@@ -250,12 +272,7 @@ class Sampler:
             total, blocks = len(audio_TCLD), iter([audio_TCLD])
         if total == 0:
             raise ValueError("no audio frames to generate; the audio is shorter than one video frame")
-        if speed_T is not None and not self.cfg.unet.speed_attention:
-            raise ValueError("a speed was given but this model has no speed layers (model.unet.speed_attention); "
-                             "use a stage3 config or drop the speed")
-        if self.cfg.unet.speed_attention and (speed_T is None or len(speed_T) != total):
-            raise ValueError(f"this model has speed layers: pass {total} per-frame speeds, got "
-                             f"{None if speed_T is None else len(speed_T)}")
+        signals = self._check_signals(signals, total)
         if face_mask_HW.shape != (self.mask_size, self.mask_size):
             raise ValueError(f"face mask has shape {face_mask_HW.shape}, expected {(self.mask_size,) * 2}")
         if self.spec.guidance == "joint" and ref_scale != audio_scale:
@@ -266,8 +283,8 @@ class Sampler:
         mask = jnp.asarray(face_mask_HW, jnp.float32)[None, :, :, None]
         scales = jnp.asarray([ref_scale, audio_scale], jnp.float32)
         pending = None
-        for audio, speed, real in self._chunks(blocks, total, speed_T):
-            args = (self.params, ref, carry, audio, speed, mask, scales)
+        for audio, per_frame, real in self._chunks(blocks, total, signals):
+            args = (self.params, ref, carry, audio, per_frame, mask, scales)
             self.last_call_args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), args)
             carry, latents = self.program(*args)
             # The device starts on this chunk while the host copies out (and the caller decodes) the previous one.

@@ -31,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from emo_jax.config import section
+from emo_jax.config import model_config, section
 from emo_jax.errors import ConfigError
 
 log = logging.getLogger("emo_jax.train.evaluate")
@@ -86,7 +86,7 @@ class HeldOutClip:
     mask: np.ndarray  # float32 [S, S], the union of the T frames' face boxes
     audio: np.ndarray  # float32 [samples] of the T frames
     features: np.ndarray | None  # float32 [T, 2m + 1, L, D] from the record, or None (computed from `audio`)
-    speed: np.ndarray | None  # float32 [T] speed labels (stage-3 models), else None
+    signals: dict[str, np.ndarray]  # the per-frame signals the model reads (EMOConfig.frame_signals), each [T, ...]
 
 
 def held_out_clips(config: ml_collections.ConfigDict, e: EvalConfig) -> tuple[list[HeldOutClip], list[str]]:
@@ -103,7 +103,7 @@ def held_out_clips(config: ml_collections.ConfigDict, e: EvalConfig) -> tuple[li
     probe.data.path = e.data_path  # the same checks as the training data, naming this folder
     check_prepared_settings(probe, read_manifest(e.data_path))
     records = shard_records(shard_paths(e.data_path))
-    speed_layers = bool(config.model.unet.speed_attention)
+    signal_names = model_config(config).frame_signals
     clips, skipped = [], []
     for i in range(len(records)):
         if len(clips) == e.clips:
@@ -113,6 +113,10 @@ def held_out_clips(config: ml_collections.ConfigDict, e: EvalConfig) -> tuple[li
         if r.num_frames < e.frames:
             skipped.append(f"{name}: {r.num_frames} frames, fewer than eval.frames {e.frames}")
             continue
+        lacking = [name for name in signal_names if getattr(r, name, None) is None]
+        if lacking:
+            raise ConfigError(f"eval.data_path {e.data_path!r}: the records have no {lacking}, which this model reads "
+                              "per frame; prepare the held-out videos with this emo-prepare version")
         t = e.frames
         samples = int(round(t * r.audio_sample_rate / r.fps))
         features = None
@@ -122,7 +126,7 @@ def held_out_clips(config: ml_collections.ConfigDict, e: EvalConfig) -> tuple[li
         clips.append(HeldOutClip(
             name=name, frames=np.stack([decode_jpeg(j) for j in r.frames_jpeg[:t]]),
             mask=union_mask(r.face_boxes[:t], r.size).astype(np.float32), audio=r.audio[:samples],
-            features=features, speed=r.speed[:t].astype(np.float32) if speed_layers else None))
+            features=features, signals={name: getattr(r, name)[:t] for name in signal_names}))
     if not clips:
         raise ConfigError(f"eval.data_path {e.data_path!r} has no segment of at least eval.frames {e.frames} frames "
                           f"({len(records)} segments); lower eval.frames or prepare longer held-out videos")
@@ -219,7 +223,7 @@ class PeriodicEvaluation:
             clip = self.clips[k]
             ref = sampler.reference(self.codec.encode(clip.frames[:1]))
             latents = sampler.sample(ref, self._features(clip), clip.mask, self.e.seed + k, s.ref_scale,
-                                     s.audio_scale, clip.speed)
+                                     s.audio_scale, clip.signals)
             out[k] = self.codec.decode(latents)
         return out
 

@@ -63,8 +63,9 @@ def clip_audio_features(encoders: Encoders, w2v_params, audio_BS: jax.Array, fps
 
 
 def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: dict, batch: dict) -> dict:
-    """The clean latents x0 [B, F, h, w, 4] and the EMO conditioning inputs of a loader batch (emo_jax.batch's
-    fields: encoded ones where the batch has them, else raw frames and audio encoded here)."""
+    """The clean latents x0 [B, F, h, w, 4] and EMO's inputs by keyword (EMO.__call__) from a loader batch
+    (emo_jax.batch's fields: encoded ones where the batch has them, else raw frames and audio encoded here).
+    Every other role of the batch spec (the model's per-frame signals) goes to the model as the loader gives it."""
     fields = chosen_fields(batch_spec(config), batch.keys())
     m = config.model
 
@@ -82,17 +83,16 @@ def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: 
     # The {0, 1} mask as float by a select, not a uint8 convert: libtpu 0.0.52's space-to-batch pass aborts the
     # TPU compile on the face locator's filter gradient when its input is a converted uint8 (f32/u8 select).
     inputs = {"x0": x0, "ref_latent_BHWC": latents("reference"),
-              "face_mask_BHW1": jnp.where(batch["face_mask"] > 0, 1.0, 0.0)[..., None]}
+              "face_mask": jnp.where(batch["face_mask"] > 0, 1.0, 0.0)[..., None]}
     if "motion" in fields:
         inputs["motion_latents_BNHWC"] = latents("motion")
     if "audio" in fields:
         audio = fields["audio"]
-        inputs["audio_BFCLD"] = (batch[audio.name].astype(jnp.float32) if audio.name == "audio_features" else
-                                 clip_audio_features(encoders, frozen["audio"], batch["audio"], config.data.fps,
-                                                     m.clip_frames, m.audio.context))
-    if "speed" in fields:
-        c = m.audio.context  # the loader's speed carries the same m frames of context as its audio
-        inputs["speed_BF"] = batch["speed"][:, c:c + m.clip_frames].astype(jnp.float32)
+        inputs["audio"] = (batch[audio.name].astype(jnp.float32) if audio.name == "audio_features" else
+                           clip_audio_features(encoders, frozen["audio"], batch["audio"], config.data.fps,
+                                               m.clip_frames, m.audio.context))
+    for role in sorted(fields.keys() - {"target", "reference", "motion", "face_mask", "audio"}):
+        inputs[role] = batch[fields[role].name]
     return jax.tree.map(jax.lax.stop_gradient, inputs)
 
 
@@ -106,10 +106,10 @@ def diffusion_loss(model: EMO, params: dict, schedule: NoiseSchedule, config: ml
     t = jax.random.randint(k_t, (b,), 0, schedule.num_train_timesteps)
     noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
     cond = {k: v for k, v in inputs.items() if k != "x0"}
-    cond["ref_keep_B"] = jax.random.bernoulli(k_ref, 1.0 - t_cfg.ref_dropout, (b,))
+    cond["ref_keep"] = jax.random.bernoulli(k_ref, 1.0 - t_cfg.ref_dropout, (b,))
     if t_cfg.stage >= 2:
-        cond["audio_keep_B"] = jax.random.bernoulli(k_audio, 1.0 - t_cfg.audio_dropout, (b,))
-        cond["motion_keep_B"] = jax.random.bernoulli(k_motion, 1.0 - t_cfg.motion_dropout, (b,))
+        cond["audio_keep"] = jax.random.bernoulli(k_audio, 1.0 - t_cfg.audio_dropout, (b,))
+        cond["motion_keep"] = jax.random.bernoulli(k_motion, 1.0 - t_cfg.motion_dropout, (b,))
     out = model.apply({"params": params}, add_noise(schedule, x0, noise, t), t, **cond)
     err = jnp.square(out.astype(jnp.float32) - training_target(schedule, x0, noise, t))
     per_example = err.reshape(b, -1).mean(axis=1)

@@ -93,3 +93,16 @@ def test_older_versions_still_decode(version, missing):
     fields[missing[-1]] = None  # an older record has no place for it
     with pytest.raises(SchemaError, match=f"v{version}"):
         decode_record(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_the_records_per_frame_signals_are_the_models():
+    """The loader hands out the record fields schema.FRAME_SIGNALS names under the model's Condition names, so the
+    two lists are one list: each signal has a record field of its name, [T, *shape] in the model's dtype."""
+    from data_pipeline.schema import _ARRAY_FIELDS, _OPTIONAL_ARRAY_FIELDS, FRAME_SIGNALS
+    from emo_jax.models.condition import frame_signals
+
+    assert set(FRAME_SIGNALS) == set(frame_signals())
+    record = _record(t=3)
+    for name, (shape, dtype) in frame_signals().items():
+        assert np.dtype({**_ARRAY_FIELDS, **_OPTIONAL_ARRAY_FIELDS}[name]) == np.dtype(dtype), name
+        assert getattr(record, name).shape == (3,) + shape, name

@@ -43,10 +43,10 @@ def _random_inputs(config, model, batch=2, frames=None, seed=0):
     rng = np.random.default_rng(seed)
     out = {k: jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)) for k, v in shapes.items()}
     out["t_B"] = jnp.asarray(rng.integers(0, 1000, size=(batch,)))
-    if "face_mask_BHW1" in out:
-        out["face_mask_BHW1"] = (out["face_mask_BHW1"] > 0).astype(jnp.float32)
-    if "speed_BF" in out:
-        out["speed_BF"] = jnp.abs(out["speed_BF"]) * 2
+    if "face_mask" in out:
+        out["face_mask"] = (out["face_mask"] > 0).astype(jnp.float32)
+    if "speed" in out:
+        out["speed"] = jnp.abs(out["speed"]) * 2
     return out
 
 
@@ -80,7 +80,7 @@ def test_fresh_video_model_equals_image_model_frame_by_frame(stage2):
     frames = inputs["x_BFHWC"].shape[1]
     for f in range(frames):
         ref = _apply(image_model)({"params": image_params}, inputs["x_BFHWC"][:, f:f + 1], inputs["t_B"],
-                                inputs["ref_latent_BHWC"], face_mask_BHW1=inputs["face_mask_BHW1"])
+                                inputs["ref_latent_BHWC"], face_mask=inputs["face_mask"])
         assert rel_err(out[:, f:f + 1], ref) < 1e-5
     # ... and it is no longer the image model once the audio layers are trained.
     alive = _perturb(params, "audio_attn")
@@ -93,18 +93,18 @@ def test_motion_frames_and_speed_change_the_output():
     params = nn.unbox(init_params(model, 0, inputs))
     fresh = _apply(model)({"params": params}, **inputs)
     # Zero-initialised temporal and speed outputs: neither motion frames nor speed matter yet.
-    other = dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0, speed_BF=inputs["speed_BF"] * 3)
+    other = dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0, speed=inputs["speed"] * 3)
     assert rel_err(_apply(model)({"params": params}, **other), fresh) < 1e-6
     params = _perturb(_perturb(params, "proj_out", seed=2), "speed_attn", seed=3)
     base = _apply(model)({"params": params}, **inputs)
     assert base.shape == inputs["x_BFHWC"].shape
     moved = _apply(model)({"params": params}, **dict(inputs, motion_latents_BNHWC=inputs["motion_latents_BNHWC"] + 1.0))
     assert rel_err(moved, base) > 1e-4
-    faster = _apply(model)({"params": params}, **dict(inputs, speed_BF=inputs["speed_BF"] + 3.0))
+    faster = _apply(model)({"params": params}, **dict(inputs, speed=inputs["speed"] + 3.0))
     assert rel_err(faster, base) > 1e-4
     # Dropped motion frames equal the first clip's zero motion features.
     keep = jnp.array([False, True])
-    dropped = _apply(model)({"params": params}, **dict(inputs, motion_keep_B=keep))
+    dropped = _apply(model)({"params": params}, **dict(inputs, motion_keep=keep))
     first = _apply(model)({"params": params}, **dict(inputs, motion_latents_BNHWC=None))
     assert rel_err(dropped[0], first[0]) < 1e-5
     assert rel_err(dropped[1], base[1]) < 1e-5
@@ -115,7 +115,7 @@ def test_face_locator_residual_lands_where_the_face_mask_is():
     config, model = _model("stage1")
     inputs = _random_inputs(config, model, batch=1)
     params = _perturb(nn.unbox(init_params(model, 0, inputs)), "face_locator", scale=0.3)
-    side = inputs["face_mask_BHW1"].shape[1]
+    side = inputs["face_mask"].shape[1]
     corner = np.zeros((1, side, side, 1), np.float32)
     corner[0, :side // 4, -side // 4:] = 1
     residuals = []
@@ -131,7 +131,7 @@ def test_face_locator_residual_lands_where_the_face_mask_is():
 
     with nn.intercept_methods(grab_residual):
         for mask in (np.zeros_like(corner), corner):
-            model.apply({"params": params}, **dict(inputs, face_mask_BHW1=jnp.asarray(mask)))
+            model.apply({"params": params}, **dict(inputs, face_mask=jnp.asarray(mask)))
     change = np.abs(residuals[1] - residuals[0]).sum(axis=(0, 3))  # [h, w] at the latent size
     half = change.shape[0] // 2
     assert change.shape == (config.model.latent_size,) * 2
@@ -145,8 +145,8 @@ def test_reference_and_motion_features_are_found_by_module_name(stage2):
     ref = apply(EMO.reference_features, inputs["ref_latent_BHWC"])
     motion = apply(EMO.motion_features, ref, inputs["motion_latents_BNHWC"])
     assert "mid_block__attentions_0" in ref.tokens and "mid_block__motion_modules_0" in motion
-    cond = Condition(ref_tokens=ref.tokens, motion=motion, audio=inputs["audio_BFCLD"],
-                     face_mask=inputs["face_mask_BHW1"])
+    cond = Condition(ref_tokens=ref.tokens, motion=motion, audio=inputs["audio"],
+                     face_mask=inputs["face_mask"])
     x, t = inputs["x_BFHWC"], inputs["t_B"]
     assert rel_err(apply(EMO.denoise, x, t, cond), _apply(model)({"params": params}, **inputs)) < 1e-5
     tokens = dict(ref.tokens)
@@ -163,8 +163,8 @@ def test_reference_and_motion_features_are_found_by_module_name(stage2):
 def test_dropped_reference_is_ignored(stage2):
     _, model, params, inputs = stage2
     keep = jnp.array([False, False])
-    a = _apply(model)({"params": params}, **dict(inputs, ref_keep_B=keep))
-    b = _apply(model)({"params": params}, **dict(inputs, ref_keep_B=keep, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
+    a = _apply(model)({"params": params}, **dict(inputs, ref_keep=keep))
+    b = _apply(model)({"params": params}, **dict(inputs, ref_keep=keep, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
     c = _apply(model)({"params": params}, **dict(inputs, ref_latent_BHWC=inputs["ref_latent_BHWC"] * 5))
     assert rel_err(a, b) < 1e-6
     assert rel_err(c, a) > 1e-3
@@ -216,7 +216,7 @@ def test_wrong_inputs_raise_clear_errors(stage2):
         bad = dict(inputs, x_BFHWC=inputs["x_BFHWC"][:, :, :15], ref_latent_BHWC=inputs["ref_latent_BHWC"][:, :15])
         _apply(model)({"params": params}, **bad)
     with pytest.raises(ValueError, match=r"audio features have shape .* expected"):
-        _apply(model)({"params": params}, **dict(inputs, audio_BFCLD=inputs["audio_BFCLD"][:, :-1]))
+        _apply(model)({"params": params}, **dict(inputs, audio=inputs["audio"][:, :-1]))
     with pytest.raises(ConfigError, match="unknown config key 'model.unet.hedas'"):
         parse_config_args(["--config", "configs/tiny.py:stage2", "--config.model.unet.hedas", "4"])
     with pytest.raises(ConfigError, match="unknown variant"):

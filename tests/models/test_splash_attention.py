@@ -175,7 +175,7 @@ def test_tiny_emo_sharded_with_splash_equals_single_device():
     dropped: XLA attention's output on one device. Its 8 frames split over data x fsdp and its 4 heads over
     tensor."""
     config, model = _model("stage2", attention_min_keys=512)
-    inputs = dict(_random_inputs(config, model), ref_keep_B=jnp.asarray([True, False]))
+    inputs = dict(_random_inputs(config, model), ref_keep=jnp.asarray([True, False]))
     boxed = init_params(model, 0, inputs)
     params = perturb_zero_leaves(nn.unbox(boxed))
     want = jax.jit(model.apply)({"params": params}, **inputs)

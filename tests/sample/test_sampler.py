@@ -201,14 +201,15 @@ def test_speed_models_get_per_frame_speeds_through_the_chunk_program():
              jax.eval_shape(lambda: jax.random.PRNGKey(0)), jax.ShapeDtypeStruct((), np.int32))
     audio = jax.ShapeDtypeStruct((k, f, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim), np.float32)
     # The model checks inside denoise that a speed model receives per-frame speeds of the clip's shape.
-    _, latents = jax.eval_shape(sampler.program, params, ref, carry, audio, jax.ShapeDtypeStruct((k, f), np.float32),
+    _, latents = jax.eval_shape(sampler.program, params, ref, carry, audio,
+                                {"speed": jax.ShapeDtypeStruct((k, f), np.float32)},
                                 jax.ShapeDtypeStruct((1, sampler.mask_size, sampler.mask_size, 1), np.float32),
                                 jax.ShapeDtypeStruct((2,), np.float32))
     assert latents.shape == (k, f, m.latent_size, m.latent_size, 4)
     features = np.zeros((5,) + audio.shape[2:], np.float32)
     mask = np.zeros((sampler.mask_size,) * 2, np.float32)
     with pytest.raises(ValueError, match="pass 5 per-frame speeds"):
-        next(sampler.stream(ref, features, mask, 0, 1.0, 1.0, speed_T=np.ones(3, np.float32)))
+        next(sampler.stream(ref, features, mask, 0, 1.0, 1.0, {"speed": np.ones(3, np.float32)}))
 
 
 N_STUB_MOTION = 2

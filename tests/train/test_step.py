@@ -136,13 +136,13 @@ def _stub_loss(config, output_scale=0.0, seed=0):
     """
     rng = np.random.default_rng(seed)
     x0 = jnp.asarray(rng.standard_normal((3, 2, 4, 4, 4)), jnp.float32)
-    inputs = {"x0": x0, "ref_latent_BHWC": jnp.zeros((3, 4, 4, 4)), "face_mask_BHW1": jnp.zeros((3, 8, 8, 1))}
+    inputs = {"x0": x0, "ref_latent_BHWC": jnp.zeros((3, 4, 4, 4)), "face_mask": jnp.zeros((3, 8, 8, 1))}
     seen = {}
 
     def stub(next_fun, args, kwargs, context):
         if isinstance(context.module, EMO) and context.method_name == "__call__":
             seen.update(x_t=np.asarray(args[0]), t=np.asarray(args[1]), **{k: np.asarray(v) for k, v in kwargs.items()
-                                                                           if k.endswith("_keep_B")})
+                                                                           if k.endswith("_keep")})
             return output_scale * args[0]
         return next_fun(*args, **kwargs)
 
@@ -175,8 +175,8 @@ def test_each_condition_dropout_drops_its_own_condition(dropped):
     config.train.update({f"{c}_dropout": 1.0 if c == dropped else 0.0 for c in ("ref", "audio", "motion")})
     _, _, seen = _stub_loss(config)
     for c in ("ref", "audio", "motion"):
-        assert seen[f"{c}_keep_B"].shape == (3,)
-        assert seen[f"{c}_keep_B"].all() == (c != dropped) and seen[f"{c}_keep_B"].any() == (c != dropped), c
+        assert seen[f"{c}_keep"].shape == (3,)
+        assert seen[f"{c}_keep"].all() == (c != dropped) and seen[f"{c}_keep"].any() == (c != dropped), c
 
 
 def test_step_keys_differ_per_step_and_depend_only_on_the_state():
