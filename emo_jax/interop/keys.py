@@ -5,7 +5,8 @@ Flax module names cannot hold dots, so a torch list index `down_blocks.0` is spe
 Only the names in INDEXED are treated that way, so `linear_1` (a real diffusers name) is left alone. A double
 underscore inside one Flax module name is one level of torch nesting (`mid_block__resnets_0` -> `mid_block.resnets.0`).
 Leaves: Dense `kernel` [in, out] <-> `weight` [out, in]; Conv `kernel` [kh, kw, in, out] <-> `weight`
-[out, in, kh, kw]; Conv1d `kernel` [k, in, out] <-> `weight` [out, in, k]; norm `scale` <-> `weight`; `bias` <-> `bias`.
+[out, in, kh, kw]; Conv1d `kernel` [k, in, out] <-> `weight` [out, in, k]; norm `scale` <-> `weight`; Embed
+`embedding` [num, dim] <-> nn.Embedding's `weight` [num, dim]; `bias` <-> `bias`.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def flax_path_to_torch(path: tuple[str, ...]) -> str:
     """('down_blocks_0', 'resnets_1', 'conv1', 'kernel') -> 'down_blocks.0.resnets.1.conv1.weight'."""
     *mods, leaf = path
     parts = [_INDEXED_RE.sub(r"\1.\2", m) for mod in mods for m in mod.split("__")]
-    parts.append({"kernel": "weight", "scale": "weight", "bias": "bias"}.get(leaf, leaf))
+    parts.append({"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}.get(leaf, leaf))
     return ".".join(parts)
 
 
