@@ -105,4 +105,5 @@ def test_the_records_per_frame_signals_are_the_models():
     record = _record(t=3)
     for name, (shape, dtype) in frame_signals().items():
         assert np.dtype({**_ARRAY_FIELDS, **_OPTIONAL_ARRAY_FIELDS}[name]) == np.dtype(dtype), name
-        assert getattr(record, name).shape == (3,) + shape, name
+        value = getattr(record, name)  # a field new in a later version may be None in this record
+        assert value is None or value.shape == (3,) + shape, name
