@@ -14,6 +14,7 @@ and dropping the motion frames in the unconditional pass would break continuity 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Iterable, Iterator, Mapping
@@ -207,6 +208,7 @@ class Sampler:
         self.latent_shape = (size, size, self.cfg.unet.in_channels)
         self.mask_size = face_mask_size(self.cfg, size)
         self.program = chunk_program(self.cfg, self.spec, self.latent_shape)
+        self.mesh = weights_mesh(self.params)
         self.last_call_args: tuple | None = None  # abstract arguments of the last chunk call (for memory planning)
 
     def num_clips(self, num_frames: int) -> int:
@@ -214,7 +216,16 @@ class Sampler:
 
     def reference(self, ref_latent_1HWC: np.ndarray) -> ReferenceFeatures:
         """ReferenceNet features of the reference latent; computed once and reused by every clip."""
-        return reference_program(self.cfg)(self.params, jnp.asarray(ref_latent_1HWC, jnp.float32))
+        latent = jnp.asarray(ref_latent_1HWC, jnp.float32)
+        with self.on_mesh():
+            return reference_program(self.cfg)(self.params, latent)
+
+    def on_mesh(self):
+        """The context the programs run in: the weights' mesh set (jax.set_mesh) when they are sharded over
+        several devices, as emo-train leaves them for its periodic evaluation. Pallas kernels (splash attention)
+        need it: jax cannot partition a Mosaic kernel itself, so on a TPU slice they go under a shard_map over
+        that mesh."""
+        return jax.set_mesh(self.mesh) if self.mesh is not None else contextlib.nullcontext()
 
     def _chunks(self, blocks: Iterable[np.ndarray], total: int,
                 signals_T: Mapping[str, np.ndarray]) -> Iterator[tuple[np.ndarray, dict, int]]:
@@ -286,7 +297,8 @@ class Sampler:
         for audio, per_frame, real in self._chunks(blocks, total, signals):
             args = (self.params, ref, carry, audio, per_frame, mask, scales)
             self.last_call_args = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), args)
-            carry, latents = self.program(*args)
+            with self.on_mesh():
+                carry, latents = self.program(*args)
             # The device starts on this chunk while the host copies out (and the caller decodes) the previous one.
             if pending is not None:
                 yield _host_frames(*pending)
@@ -296,6 +308,16 @@ class Sampler:
     def sample(self, *args, **kwargs) -> np.ndarray:
         """All latents [T, h, w, C] at once (arguments as for `stream`)."""
         return np.concatenate(list(self.stream(*args, **kwargs)))
+
+
+def weights_mesh(params: Any) -> jax.sharding.Mesh | None:
+    """The mesh of several devices the weights are sharded over (NamedSharding), else None."""
+    meshes = {leaf.sharding.mesh for leaf in jax.tree.leaves(params)
+              if isinstance(getattr(leaf, "sharding", None), jax.sharding.NamedSharding)}
+    meshes = {mesh for mesh in meshes if mesh.size > 1}
+    if len(meshes) > 1:
+        raise ValueError(f"the weights are sharded over {len(meshes)} different meshes; put them on one")
+    return meshes.pop() if meshes else None
 
 
 def _rechunk(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:

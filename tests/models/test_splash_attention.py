@@ -191,3 +191,79 @@ def test_tiny_emo_sharded_with_splash_equals_single_device():
     operand_specs = {spec for call in specs for spec in call[-4:]}
     assert len(specs) >= 2 and operand_specs == {PartitionSpec(("data", "fsdp"), None, "tensor", None),
                                                  PartitionSpec(("data", "fsdp"))}  # q, k, v; key lengths
+
+
+def test_the_sampler_runs_splash_on_the_mesh_its_weights_are_sharded_over(monkeypatch):
+    """emo-train's periodic evaluation samples with the weights sharded over the training mesh, outside the train
+    step's mesh context; the sampler sets their mesh itself, so splash goes under a shard_map (on a TPU slice a
+    bare Mosaic call in a program over several chips does not compile: the slow test below) and the video is the
+    one XLA attention gives on one device."""
+    from emo_jax.sample.sampler import Sampler, weights_mesh
+
+    config, model = _model("stage2", attention_min_keys=512)
+    config.sample.update(steps=2, clips_per_chunk=1)
+    m = config.model
+    boxed = init_params(model, 0, _random_inputs(config, model))
+    params = perturb_zero_leaves(nn.unbox(boxed))
+    rng = np.random.default_rng(0)
+    ref_latent = rng.standard_normal((1, m.latent_size, m.latent_size, 4)).astype(np.float32)
+    features = rng.standard_normal((m.clip_frames, 2 * m.audio.context + 1, m.audio.layers,
+                                    m.audio.feature_dim)).astype(np.float32)
+
+    def video(sampler):
+        mask = np.ones((sampler.mask_size,) * 2, np.float32)
+        return sampler.sample(sampler.reference(ref_latent), features, mask, 0, 2.0, 2.0)
+
+    want = video(Sampler(config, params))
+    config.model.unet.attention_impl = "splash"
+    config.mesh.shape.update({"data": 2, "fsdp": 2, "tensor": 2})
+    mesh = make_mesh(config.mesh.shape)
+    sharded = jax.device_put(params, param_shardings(boxed, mesh, config.mesh.rules))
+    calls = []
+    real = jax.shard_map
+    monkeypatch.setattr(jax, "shard_map", lambda *a, **k: calls.append(k["mesh"]) or real(*a, **k))
+    sampler = Sampler(config, sharded)
+    assert weights_mesh(sharded) == sampler.mesh == mesh
+    got = video(sampler)
+    assert calls and all(c.shape == mesh.shape for c in calls)
+    assert rel_err(got, want) < 1e-4
+
+
+@pytest.mark.slow
+def test_the_sampler_with_sharded_weights_and_splash_compiles_for_four_tpu_chips():
+    """The periodic evaluation's case on a TPU v5e 2x2 described without one: the chunk program over weights
+    sharded on data 2 x fsdp 2 compiles with the mesh the sampler sets, and does not without it (about a minute)."""
+    from emo_jax.config import load_config
+    from emo_jax.models.emo import face_mask_size
+    from emo_jax.sample.sampler import Sampler, chunk_program, reference_program
+    from emo_jax.topology import topology_devices
+    from emo_jax.train.state import StateFactory
+
+    config = load_config("configs/tiny.py:stage2")
+    config.model.unet.attention_impl = "splash"
+    config.mesh.shape.update(dict(data=2, fsdp=2, tensor=1))
+    _, devices = topology_devices("v5e:2x2")
+    mesh = make_mesh(config.mesh.shape, devices)
+    params = StateFactory(config, mesh).abstract_with_shardings().params
+    sampler = Sampler(config, params)
+    assert sampler.mesh == mesh
+    m, k = config.model, sampler.spec.clips_per_chunk
+    latent = sampler.latent_shape
+    side = face_mask_size(sampler.cfg, m.latent_size)
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def arg(shape, dtype=jnp.float32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=replicated)
+
+    with sampler.on_mesh():
+        ref = jax.tree.map(lambda a: arg(a.shape, a.dtype),
+                           jax.eval_shape(reference_program(sampler.cfg), params, arg((1,) + latent)))
+    carry = (arg((1, m.motion_frames) + latent), arg((2,), jnp.uint32), arg((), jnp.int32))
+    args = (params, ref, carry, arg((k, m.clip_frames, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim)),
+            {}, arg((1, side, side, 1)), arg((2,)))
+    program = chunk_program(sampler.cfg, sampler.spec, latent)
+    with pytest.raises(Exception, match="Mosaic kernels cannot be automatically partitioned"):
+        program.lower(*args).compile()
+    with sampler.on_mesh():
+        lowered = program.lower(*args)
+    assert 'custom_call_target="tpu_custom_call"' in lowered.compile().as_text()
