@@ -34,6 +34,9 @@ ROWS = {
     "stage1-v5e-256-b256": ("stage1", "v5e-256", 256, 32, 8, 1, "chunked"),
     "stage1-v5p-64-b48": ("stage1", "v5p-64", 48, 8, 2, 2, "xla"),  # 32 chips; 48 splits 16 ways, not 32
     "stage1-v5p-128-b64": ("stage1", "v5p-128", 64, 16, 4, 1, "xla"),
+    # 16 frames per chip (maxdiffusion's SD training runs 16 images per v5p chip), splash attention where the
+    # keys reach model.unet.attention_min_keys: one frame per chip leaves the chip mostly idle.
+    "stage1-v5p-128-b1024-splash": ("stage1", "v5p-128", 1024, 16, 4, 1, "splash"),
     "stage1-v6e-64-b64": ("stage1", "v6e-64", 64, 8, 8, 1, "xla"),
     "stage2-v5e-64-b16-blocks-remat": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
     "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked", RESNET_REMAT),
