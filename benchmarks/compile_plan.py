@@ -123,6 +123,12 @@ def _error(text: str) -> str:
     return f"out of HBM: {used[1]} of {used[2]}" if used else f"error: {text[:160]}"
 
 
+def _kernels(r: dict) -> str:
+    """The FLOPs inside Pallas kernels, which neither XLA nor the jaxpr sees (plan.add_kernel_flops)."""
+    kernel = r.get("kernel_flops_per_step")
+    return f"; + {kernel / 1e12:.2f} in kernels" if kernel else ""
+
+
 def markdown_table(results: dict) -> str:
     """The rows as the Markdown table docs/scale.md shows."""
     lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | attention | remat | GiB / chip (of HBM) "
@@ -141,7 +147,8 @@ def markdown_table(results: dict) -> str:
             f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
             f"| {r['attention_impl']} | {_remat(r)} "
             f"| {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
-            f"| {'yes' if r['fits'] else 'NO'} | {xla / 1e12:.2f}; {_fmt(jaxpr / 1e12 if jaxpr else None, 2)} "
+            f"| {'yes' if r['fits'] else 'NO'} | {xla / 1e12:.2f}; {_fmt(jaxpr / 1e12 if jaxpr else None, 2)}"
+            f"{_kernels(r)} "
             f"| {r['flops_floor_seconds'] * 1e3:.1f} "
             f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}) "
             f"| {_fmt(r.get('examples_per_second'))} | {r['compile_seconds_on_this_host']:.0f} |")

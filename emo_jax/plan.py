@@ -102,12 +102,38 @@ def flop_fields(xla_flops: float, counted: FlopCount | None, chips: int, chip: C
             "flops_floor_seconds": flops / chip.peak_bf16_flops}
 
 
+def visible_kernels_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The same step with XLA attention in place of a Pallas kernel's: its jaxpr counts the matmuls the kernel
+    hides (remat as configured, so the recomputed forward counts too)."""
+    c = config.copy_and_resolve_references()
+    c.model.unet.attention_impl = "xla"
+    return c
+
+
+def add_kernel_flops(counts: dict, seconds: float, source: str, kernel_flops: float,
+                     chip: ChipSpec) -> tuple[dict, float, str]:
+    """Counts and estimate with the FLOPs of Pallas (Mosaic) kernels added: neither XLA's cost analysis nor the
+    jaxpr count sees inside them, so a step with splash attention would read as if its attention were free. Their
+    FLOPs join the per-chip count, and their time at the chip's peak joins an XLA estimate (a lower bound on the
+    kernels' time; a roofline estimate already takes the FLOPs)."""
+    if not kernel_flops:
+        return counts, seconds, source
+    flops = counts["flops_per_step"] + kernel_flops
+    counts = {**counts, "flops_per_step": flops, "kernel_flops_per_step": kernel_flops,
+              "flops_floor_seconds": flops / chip.peak_bf16_flops}
+    if source == "xla":
+        return counts, seconds + kernel_flops / chip.peak_bf16_flops, "xla + Pallas kernels' FLOPs at peak"
+    return counts, max(seconds, flops / chip.peak_bf16_flops), source + " + Pallas kernels' FLOPs"
+
+
 def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount | None = None,
-           model: FlopCount | None = None) -> dict:
+           model: FlopCount | None = None, visible: FlopCount | None = None) -> dict:
     """Per-chip memory, fit, FLOPs and step-time estimate of a compiled step. `counted` (the jaxpr count of the
     whole program) covers what XLA's count misses: XLA counts a loop body once (chunked attention under
     lax.map), so the per-chip FLOPs are the larger of XLA's count and the jaxpr's divided over the chips.
-    `model` (the jaxpr count of model_flops_config's step) gives the estimated MFU beside the HFU."""
+    `model` (the jaxpr count of model_flops_config's step) gives the estimated MFU beside the HFU. `visible` (the
+    jaxpr count of visible_kernels_config's step), given where the program has Pallas kernels, adds their FLOPs
+    (add_kernel_flops)."""
     sizes, cost = _memory_and_cost(compiled)
     chips = int(mesh.devices.size)
     counts = flop_fields(float(cost.get("flops", 0.0)), counted, chips, chip)
@@ -115,6 +141,10 @@ def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount
     seconds, source = estimate_seconds(cost, chip, flops)
     if source != "xla" and flops > counts["xla_flops_per_step"]:
         source += " (FLOPs from the jaxpr)"
+    if visible is not None and counted is not None:
+        kernel_flops = max(visible.flops - counted.flops, 0.0) / chips
+        counts, seconds, source = add_kernel_flops(counts, seconds, source, kernel_flops, chip)
+        flops = counts["flops_per_step"]
     return {
         "chip": chip.kind,
         "chips": chips,
@@ -223,7 +253,10 @@ def plan(config: ml_collections.ConfigDict, topology: str, sample: bool = False)
     chip, devices = topology_devices(topology)
     compiled, mesh, counted = compile_train_step(config, devices)
     model = count_flops(trace_train_step(model_flops_config(config), devices)[0].jaxpr)  # traced only
-    out = report(compiled, chip, mesh, config.train.batch_size, counted, model)
+    visible = None
+    if counted.opaque_kernels:
+        visible = count_flops(trace_train_step(visible_kernels_config(config), devices)[0].jaxpr)
+    out = report(compiled, chip, mesh, config.train.batch_size, counted, model, visible)
     out.update(run_settings(config, topology))
     if sample:
         chunk, step, frames = compile_sampler(config, devices[0])

@@ -128,3 +128,33 @@ def test_model_flops_leave_out_the_remat_recompute_and_see_through_fused_attenti
     assert run > 1.2 * model > 0
     assert (u.remat, u.attention_impl) == (True, "chunked")  # the caller's config is left as it was
     assert utilization(2e12, 0.5, 1e13) == pytest.approx(0.4) and utilization(None, 0.5, 1e13) is None
+
+
+def test_splash_kernels_flops_join_the_count_and_the_estimate():
+    """A step with splash attention hides the attention's matmuls in Pallas kernels, from XLA's cost analysis and
+    from the jaxpr count alike; emo-compile adds the difference to the step of the same config with XLA
+    attention (remat kept), so the count matches that step's and the estimate pays for the kernels at peak."""
+    from emo_jax.config import load_config
+    from emo_jax.plan import add_kernel_flops, trace_train_step, visible_kernels_config
+    from emo_jax.topology import CHIPS
+
+    config = load_config("configs/tiny.py:stage1")
+    config.mesh.shape.update({"data": 1, "fsdp": 1, "tensor": 1})
+    config.train.batch_size = 1
+    config.model.unet.update(attention_impl="splash", attention_min_keys=0, remat=True)
+    hidden = count_flops(trace_train_step(config, jax.devices()[:1])[0].jaxpr)
+    visible = count_flops(trace_train_step(visible_kernels_config(config), jax.devices()[:1])[0].jaxpr)
+    assert hidden.opaque_kernels > 0 and visible.opaque_kernels == 0
+    assert config.model.unet.attention_impl == "splash"  # the caller's config is left as it was
+    kernel = visible.flops - hidden.flops
+    assert kernel > 0.05 * visible.flops  # the attention is a real share of the work
+
+    chip = CHIPS["v5p"]
+    counts = {"flops_per_step": hidden.flops, "xla_flops_per_step": hidden.flops, "jaxpr_flops_per_step": hidden.flops,
+              "flops_floor_seconds": hidden.flops / chip.peak_bf16_flops}
+    added, seconds, source = add_kernel_flops(counts, 0.5, "xla", kernel, chip)
+    assert added["flops_per_step"] == pytest.approx(visible.flops) and added["kernel_flops_per_step"] == kernel
+    assert seconds == pytest.approx(0.5 + kernel / chip.peak_bf16_flops) and "Pallas" in source
+    floor = visible.flops / chip.peak_bf16_flops
+    assert add_kernel_flops(counts, floor / 2, "roofline of xla costs", kernel, chip)[1] == pytest.approx(floor)
+    assert add_kernel_flops(counts, 0.5, "xla", 0.0, chip) == (counts, 0.5, "xla")
