@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from emo_jax.config import model_config
-from emo_jax.models.condition import frame_signals
+from emo_jax.models.condition import frame_signal_specs, frame_signals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,10 +67,8 @@ def batch_spec(config: ml_collections.ConfigDict) -> dict[str, Input]:
         "audio": Input(Field("audio", (audio_samples(config),), "float32"),
                        Field("audio_features", (f, 2 * a.context + 1, a.layers, a.feature_dim), "float32")),
     }
-    signals = frame_signals()
-    for name in model_config(config).frame_signals:
-        shape, dtype = signals[name]
-        spec[name] = Input(Field(name, (f,) + shape, dtype))
+    for name, (shape, dtype) in frame_signal_specs(model_config(config).frame_signals, (f,)).items():
+        spec[name] = Input(Field(name, shape, dtype))
     return spec
 
 

@@ -5,6 +5,8 @@ XLA's own numbers are read off the compiled executable: per-chip memory, FLOPs, 
 """
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,10 +47,8 @@ def model_flops_config(config: ml_collections.ConfigDict) -> ml_collections.Conf
     """The config whose train step's jaxpr FLOPs are the model FLOPs, MFU's numerator wherever emo-jax reports it
     (emo-compile, benchmarks/gpu.py): remat off (its recompute is not model work) and XLA attention (a fused
     kernel's call hides its matmuls from the count)."""
-    c = config.copy_and_resolve_references()
-    u = c.model.unet
-    u.remat = u.remat_resnets = False
-    u.attention_impl = "xla"
+    c = visible_kernels_config(config)
+    c.model.unet.remat = c.model.unet.remat_resnets = False
     return c
 
 
@@ -165,6 +165,35 @@ def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount
     }
 
 
+def sampler_chunk_arguments(config: ml_collections.ConfigDict, params, sharding) -> tuple:
+    """Abstract arguments of the sampler's chunk program (emo_jax.sample.sampler.chunk_program) in its order:
+    (params, reference features, carry, audio [K, f, ...], per-frame signals, face mask, guidance scales). `params`
+    are abstract (with their shardings); every other argument gets `sharding`. The reference features come from
+    tracing the reference program over the same weights, under their mesh when they are sharded."""
+    from emo_jax.models.condition import frame_signal_specs
+    from emo_jax.models.emo import face_mask_size
+    from emo_jax.sample.sampler import SamplerSpec, check_video_model, reference_program, weights_mesh
+
+    cfg = check_video_model(config)
+    m = config.model
+    size, f, k = m.latent_size, m.clip_frames, SamplerSpec.from_config(config).clips_per_chunk
+    latent = (size, size, cfg.unet.in_channels)
+
+    def arg(shape, dtype=jnp.float32):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    mesh = weights_mesh(params)
+    with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        ref = jax.eval_shape(reference_program(cfg), params, arg((1,) + latent))
+    ref = jax.tree.map(lambda a: arg(a.shape, a.dtype), ref)
+    carry = (arg((1, cfg.motion_frames) + latent), arg((2,), jnp.uint32), arg((), jnp.int32))
+    a = m.audio
+    audio = arg((k, f, 2 * a.context + 1, a.layers, a.feature_dim))
+    signals = {name: arg(*spec) for name, spec in frame_signal_specs(cfg.frame_signals, (k, f)).items()}
+    mask_side = face_mask_size(cfg, size)
+    return params, ref, carry, audio, signals, arg((1, mask_side, mask_side, 1)), arg((2,))
+
+
 def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     """(chunk program, one guided DDIM step), both compiled for one device from abstract inputs.
 
@@ -175,34 +204,19 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
     from jax.sharding import SingleDeviceSharding
 
     from emo_jax.build import abstract_params
-    from emo_jax.models.condition import frame_signals
-    from emo_jax.models.emo import EMO, face_mask_size
+    from emo_jax.models.emo import EMO
     from emo_jax.sample.sampler import (SamplerSpec, check_video_model, chunk_program, clip_condition,
-                                        guided_ddim_step, reference_program)
+                                        guided_ddim_step)
 
     cfg = check_video_model(config)
     spec = SamplerSpec.from_config(config)
-    m = config.model
-    size, f, k = m.latent_size, m.clip_frames, spec.clips_per_chunk
-    latent = (size, size, cfg.unet.in_channels)
     on_device = SingleDeviceSharding(device)
-
-    def arg(shape, dtype=jnp.float32):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=on_device)
-
-    params = jax.tree.map(lambda a: arg(a.shape, a.dtype),
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=on_device),
                           {name: p for name, p in abstract_params(config).items() if name != "vae"})
-    ref = jax.tree.map(lambda a: arg(a.shape, a.dtype), jax.eval_shape(reference_program(cfg), params, arg((1,) + latent)))
-    previous = arg((1, cfg.motion_frames) + latent)
-    carry = (previous, arg((2,), jnp.uint32), arg((), jnp.int32))
-    a = m.audio
-    feature = (2 * a.context + 1, a.layers, a.feature_dim)
-    declared = frame_signals()
-    signals = {name: arg((k, f) + declared[name][0], declared[name][1]) for name in cfg.frame_signals}
-    mask_side = face_mask_size(cfg, size)
-    mask, scales = arg((1, mask_side, mask_side, 1)), arg((2,))
-    chunk = chunk_program(cfg, spec, latent).lower(params, ref, carry, arg((k, f) + feature), signals, mask,
-                                                   scales).compile()
+    args = sampler_chunk_arguments(config, params, on_device)
+    _, ref, (previous, _, _), audio, signals, mask, scales = args
+    latent = previous.shape[2:]
+    chunk = chunk_program(cfg, spec, latent).lower(*args).compile()
 
     model, schedule = EMO(cfg), spec.schedule()
 
@@ -212,10 +226,11 @@ def compile_sampler(config: ml_collections.ConfigDict, device) -> tuple:
         t = jnp.int32(schedule.num_train_timesteps - 1)
         return guided_ddim_step(model, spec, schedule, params, x, t, t - 1, cond, scales)
 
-    step = jax.jit(one_step).lower(params, ref, previous, arg((1, f) + latent), arg((f,) + feature),
-                                   {name: arg(s.shape[1:], s.dtype) for name, s in signals.items()}, mask,
+    first = lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype, sharding=on_device)  # noqa: E731
+    x = jax.ShapeDtypeStruct((1,) + audio.shape[1:2] + latent, jnp.float32, sharding=on_device)
+    step = jax.jit(one_step).lower(params, ref, previous, x, first(audio), jax.tree.map(first, signals), mask,
                                    scales).compile()
-    return chunk, step, k * f
+    return chunk, step, audio.shape[0] * audio.shape[1]
 
 
 def sampler_report(chunk, step, chip: ChipSpec, frames: int, steps: int, clips: int, fps: float) -> dict:

@@ -4,7 +4,7 @@ swapped or missing is an error, never a silent misalignment."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import flax.struct
 import jax
@@ -68,6 +68,17 @@ class Condition:
 def frame_signals() -> dict[str, tuple[tuple[int, ...], str]]:
     """Condition's per-frame signals: name -> (shape of one frame's value, dtype)."""
     return {f.name: f.metadata["frame_signal"] for f in dataclasses.fields(Condition) if "frame_signal" in f.metadata}
+
+
+def frame_signal_specs(names: Sequence[str], leading: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of the named per-frame signals with `leading` dimensions before one frame's value:
+    the one lookup the batch spec, init shapes, the sampler and the planner share (EMOConfig.frame_signals)."""
+    declared = frame_signals()
+    unknown = sorted(set(names) - set(declared))
+    if unknown:
+        raise ValueError(f"{unknown} are not per-frame signals of Condition (those are {sorted(declared)}); "
+                         "declare them with frame_signal(...) in emo_jax/models/condition.py")
+    return {name: (tuple(leading) + declared[name][0], declared[name][1]) for name in names}
 
 
 @flax.struct.dataclass

@@ -6,7 +6,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
-from emo_jax.models.condition import ClipInputs, Condition, ReferenceFeatures, UNetCondition, frame_signals
+from emo_jax.models.condition import ClipInputs, Condition, ReferenceFeatures, UNetCondition, frame_signal_specs
 from emo_jax.models.conditioning import AudioProjection, FaceLocator, SpeedEncoder
 from emo_jax.models.unet import UNet
 from emo_jax.models.unet_config import UNetConfig
@@ -197,8 +197,6 @@ def example_inputs(cfg: EMOConfig, batch: int, frames: int, latent_size: int) ->
     if cfg.face_locator.enabled:
         px = face_mask_size(cfg, latent_size)
         inputs["face_mask"] = jnp.zeros((batch, px, px, 1))
-    signals = frame_signals()
-    for name in cfg.frame_signals:
-        shape, dtype = signals[name]
-        inputs[name] = jnp.zeros((batch, frames) + shape, dtype)
+    for name, (shape, dtype) in frame_signal_specs(cfg.frame_signals, (batch, frames)).items():
+        inputs[name] = jnp.zeros(shape, dtype)
     return inputs

@@ -29,7 +29,7 @@ from emo_jax.config import model_config
 from emo_jax.diffusion import ddim_step, ddim_step_pairs, ddim_timesteps, make_schedule
 from emo_jax.diffusion.guidance import joint_guidance, separate_guidance
 from emo_jax.errors import ConfigError
-from emo_jax.models.condition import Condition, ReferenceFeatures, frame_signals
+from emo_jax.models.condition import Condition, ReferenceFeatures, frame_signal_specs
 from emo_jax.models.emo import EMO, EMOConfig, face_mask_size
 
 GUIDANCE_MODES = ("separate", "joint", "none")
@@ -255,14 +255,13 @@ class Sampler:
         if extra:
             raise ValueError(f"per-frame {extra} given but this model does not read them (it reads "
                              f"{list(self.cfg.frame_signals)}); for speed use a stage3 config, or drop them")
-        out, declared = {}, frame_signals()
-        for name in self.cfg.frame_signals:
-            shape, dtype = declared[name]
+        out = {}
+        for name, (shape, dtype) in frame_signal_specs(self.cfg.frame_signals, (total,)).items():
             value = None if signals.get(name) is None else np.asarray(signals[name], dtype)
-            if value is None or value.shape != (total,) + shape:
+            if value is None or value.shape != shape:
                 got = "none" if value is None else f"shape {value.shape}"
                 raise ValueError(f"this model reads per-frame {name}: pass {total} per-frame {name}s of shape "
-                                 f"{shape} each, got {got}")
+                                 f"{shape[1:]} each, got {got}")
             out[name] = value
         return out
 

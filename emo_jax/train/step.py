@@ -13,6 +13,7 @@ import optax
 from emo_jax.audio.features import add_context, encoder_timing, resample_to_fps
 from emo_jax.audio.wav2vec2 import Wav2Vec2Model
 from emo_jax.batch import batch_spec, chosen_fields
+from emo_jax.config import model_config
 from emo_jax.diffusion.schedules import NoiseSchedule, add_noise, make_schedule, min_snr_weight, training_target
 from emo_jax.models.emo import EMO
 from emo_jax.models.vae import AutoencoderKL
@@ -65,7 +66,7 @@ def clip_audio_features(encoders: Encoders, w2v_params, audio_BS: jax.Array, fps
 def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: dict, batch: dict) -> dict:
     """The clean latents x0 [B, F, h, w, 4] and EMO's inputs by keyword (EMO.__call__) from a loader batch
     (emo_jax.batch's fields: encoded ones where the batch has them, else raw frames and audio encoded here).
-    Every other role of the batch spec (the model's per-frame signals) goes to the model as the loader gives it."""
+    The model's per-frame signals (EMOConfig.frame_signals) go to it as the loader gives them."""
     fields = chosen_fields(batch_spec(config), batch.keys())
     m = config.model
 
@@ -91,8 +92,8 @@ def model_inputs(config: ml_collections.ConfigDict, encoders: Encoders, frozen: 
         inputs["audio"] = (batch[audio.name].astype(jnp.float32) if audio.name == "audio_features" else
                            clip_audio_features(encoders, frozen["audio"], batch["audio"], config.data.fps,
                                                m.clip_frames, m.audio.context))
-    for role in sorted(fields.keys() - {"target", "reference", "motion", "face_mask", "audio"}):
-        inputs[role] = batch[fields[role].name]
+    for name in model_config(config).frame_signals:
+        inputs[name] = batch[fields[name].name]
     return jax.tree.map(jax.lax.stop_gradient, inputs)
 
 

@@ -193,6 +193,45 @@ def test_tiny_emo_sharded_with_splash_equals_single_device():
                                                  PartitionSpec(("data", "fsdp"))}  # q, k, v; key lengths
 
 
+def test_the_sampler_runs_its_programs_on_the_mesh_its_weights_are_sharded_over(monkeypatch):
+    """The wiring, with nothing compiled: weights sharded over 8 devices (as emo-train's periodic evaluation
+    leaves them) make the sampler call its reference and chunk programs with that mesh set; host weights on one
+    device call them with no mesh. The slow test below runs the real programs with splash."""
+    from jax.sharding import get_abstract_mesh
+
+    from emo_jax.config import load_config
+    from emo_jax.sample import sampler as sampler_module
+
+    config = load_config("configs/tiny.py:stage2")
+    config.sample.update(steps=2, clips_per_chunk=1)
+    m = config.model
+    seen = []
+
+    def recorder(name, result):
+        return lambda *args: seen.append((name, get_abstract_mesh())) or result(*args)
+
+    monkeypatch.setattr(sampler_module, "reference_program", lambda cfg: recorder("reference", lambda p, x: x))
+
+    def video(params):
+        sampler = sampler_module.Sampler(config, params)
+        sampler.program = recorder("chunk", lambda p, ref, carry, audio, *rest: (
+            carry, jnp.zeros(audio.shape[:2] + sampler.latent_shape)))
+        ref = sampler.reference(np.zeros((1, m.latent_size, m.latent_size, 4), np.float32))
+        features = np.zeros((m.clip_frames, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim))
+        sampler.sample(ref, features, np.ones((sampler.mask_size,) * 2, np.float32), 0, 2.0, 2.0)
+        return sampler
+
+    mesh = make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    weights = {"w": jax.device_put(np.zeros((8, 4), np.float32), NamedSharding(mesh, PartitionSpec("fsdp")))}
+    assert video(weights).mesh == mesh
+    assert [name for name, _ in seen] == ["reference", "chunk"]
+    assert all(abstract == mesh.abstract_mesh for _, abstract in seen)
+    seen.clear()
+    assert video({"w": np.zeros((8, 4), np.float32)}).mesh is None
+    assert len(seen) == 2 and all(abstract.empty for _, abstract in seen)
+
+
+@pytest.mark.slow
 def test_the_sampler_runs_splash_on_the_mesh_its_weights_are_sharded_over(monkeypatch):
     """emo-train's periodic evaluation samples with the weights sharded over the training mesh, outside the train
     step's mesh context; the sampler sets their mesh itself, so splash goes under a shard_map (on a TPU slice a
@@ -234,8 +273,8 @@ def test_the_sampler_with_sharded_weights_and_splash_compiles_for_four_tpu_chips
     """The periodic evaluation's case on a TPU v5e 2x2 described without one: the chunk program over weights
     sharded on data 2 x fsdp 2 compiles with the mesh the sampler sets, and does not without it (about a minute)."""
     from emo_jax.config import load_config
-    from emo_jax.models.emo import face_mask_size
-    from emo_jax.sample.sampler import Sampler, chunk_program, reference_program
+    from emo_jax.plan import sampler_chunk_arguments
+    from emo_jax.sample.sampler import Sampler, chunk_program
     from emo_jax.topology import topology_devices
     from emo_jax.train.state import StateFactory
 
@@ -247,20 +286,8 @@ def test_the_sampler_with_sharded_weights_and_splash_compiles_for_four_tpu_chips
     params = StateFactory(config, mesh).abstract_with_shardings().params
     sampler = Sampler(config, params)
     assert sampler.mesh == mesh
-    m, k = config.model, sampler.spec.clips_per_chunk
+    args = sampler_chunk_arguments(config, params, NamedSharding(mesh, PartitionSpec()))
     latent = sampler.latent_shape
-    side = face_mask_size(sampler.cfg, m.latent_size)
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def arg(shape, dtype=jnp.float32):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=replicated)
-
-    with sampler.on_mesh():
-        ref = jax.tree.map(lambda a: arg(a.shape, a.dtype),
-                           jax.eval_shape(reference_program(sampler.cfg), params, arg((1,) + latent)))
-    carry = (arg((1, m.motion_frames) + latent), arg((2,), jnp.uint32), arg((), jnp.int32))
-    args = (params, ref, carry, arg((k, m.clip_frames, 2 * m.audio.context + 1, m.audio.layers, m.audio.feature_dim)),
-            {}, arg((1, side, side, 1)), arg((2,)))
     program = chunk_program(sampler.cfg, sampler.spec, latent)
     with pytest.raises(Exception, match="Mosaic kernels cannot be automatically partitioned"):
         program.lower(*args).compile()
