@@ -31,7 +31,7 @@ setup(
         "test": ["pytest", "torch==2.13.0", "diffusers", "transformers", "safetensors", "libtpu",
                  "tensorflow-datasets", "importlib_resources", "ai-edge-litert",
                  "python_speech_features",  # SyncNet's MFCC reference (tests/eval/test_syncnet.py)
-                 "dlib-bin"],
+                 "dlib-bin", "apache-beam"],
         # MediaPipe's face detector and Face Mesh (emo-prepare's labels) run on the LiteRT interpreter; the model
         # files come from `python -m emo_jax.faces.models`.
         "faces": ["ai-edge-litert"],
@@ -40,6 +40,8 @@ setup(
         "tpu": ["libtpu"],
         "gpu": ["jax[cuda12]"],
         "tfds": ["tensorflow-datasets", "importlib_resources"],
+        # emo-prepare's Beam pipeline (DirectRunner locally; Dataflow, Flink, Spark on a cluster): docs/data.md.
+        "beam": ["apache-beam"],
     },
     entry_points={
         "console_scripts": [

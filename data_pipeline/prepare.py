@@ -13,10 +13,14 @@ and a second run on the same folder stops with a message instead of deleting the
 A run that stops on a setting (an encoder folder that does not load, say) before any input is done leaves no
 config.json behind, so the folder can be used again with other settings.
 
+Inputs run as an Apache Beam pipeline (data_pipeline/beam_prepare.py): --runner DirectRunner (the default)
+with --workers local processes, or any Beam runner (Dataflow, Flink, Spark) whose workers see the output folder;
+--runner inline prepares in the calling process without Beam. Every runner writes the same shard bytes.
+
 --wav2vec DIR and --vae DIR (local Hugging Face / diffusers folders) add per-frame audio features and VAE
 latents to every record (schema.py). Their absolute paths are settings like any other; each worker process
-loads the models once. JAX runs them on the default backend: with several workers on one GPU, set
-XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
+loads the models once (in the Beam DoFn's setup). JAX runs them on the default backend: with several workers on
+one GPU, set XLA_PYTHON_CLIENT_PREALLOCATE=false so the processes share its memory.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import glob
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import re
 import socket
@@ -52,6 +55,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 # group_size 1: every record is its own chunk, so a random read decodes one segment only. JPEG bytes do not
 # compress, so compression would cost time for nothing.
 ARRAY_RECORD_OPTIONS = "group_size:1,uncompressed"
+INLINE = "inline"  # the runner that prepares in the calling process, without Beam
 
 
 def find_inputs(spec: str) -> list[str]:
@@ -84,7 +88,7 @@ def _write_json_atomic(path: str, data: dict) -> None:
 _TOOLS: dict[tuple[str, ...], tuple[FaceDetector, SpeedEstimator, SegmentEncoders]] = {}
 
 
-def _tools(cfg: PrepareConfig) -> tuple[FaceDetector, SpeedEstimator, SegmentEncoders]:
+def worker_tools(cfg: PrepareConfig) -> tuple[FaceDetector, SpeedEstimator, SegmentEncoders]:
     """Detector, speed estimator and encoders, built once per worker process for the run's settings."""
     key = (cfg.detector, cfg.speed_estimator, cfg.wav2vec, cfg.vae)
     if key not in _TOOLS:
@@ -101,7 +105,7 @@ def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
     marker = {"input": path, "id": ident, "status": "ok", "segments": 0, "frames": 0, "handled": []}
     tmp = f"{os.path.join(output, 'shards', '.' + ident)}.{os.getpid()}.tmp"
     # Outside the try: an encoder folder that does not load is the run's problem, not this input's.
-    detector, estimator, encoders = _tools(cfg)
+    detector, estimator, encoders = worker_tools(cfg)
     try:
         writer = ArrayRecordWriter(tmp, ARRAY_RECORD_OPTIONS)
         try:
@@ -125,21 +129,39 @@ def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
     return marker
 
 
-def _run_one(args: tuple[str, str, PrepareConfig]) -> dict:
-    return process_input(*args)
+def _run_inputs(pending: Sequence[str], output: str, cfg: PrepareConfig, workers: int, runner: str,
+                beam_args: Sequence[str], done_before: int) -> None:
+    """Processes the pending inputs: in this process one after the other ("inline"), or as the Beam pipeline of
+    data_pipeline/beam_prepare.py on `runner` (the DirectRunner runs `workers` local processes)."""
+    if runner == INLINE:
+        bar = tqdm(total=done_before + len(pending), initial=done_before, unit="video", desc="emo-prepare")
+        with logging_redirect_tqdm(), bar:  # log lines print above the bar instead of through it
+            for path in pending:
+                log_marker(process_input(path, output, cfg))
+                bar.update()
+        return
+    from data_pipeline.beam_prepare import run_pipeline
+
+    run_pipeline(pending, output, cfg, workers, runner, beam_args)
 
 
-def _results(jobs: list[tuple[str, str, PrepareConfig]], workers: int) -> Iterator[dict]:
-    """Each job's done-marker as it finishes, from `workers` processes."""
-    if workers > 1 and len(jobs) > 1:
-        # spawn, not fork: OpenCV's and FFmpeg's thread pools do not survive a fork reliably.
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            yield from pool.imap_unordered(_run_one, jobs)
-    else:
-        yield from map(_run_one, jobs)
+def check_runner(runner: str, workers: int) -> None:
+    """UsageError when the runner cannot run here: Beam missing, or several workers asked of the inline runner."""
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: give 1 or more")
+    if runner == INLINE:
+        if workers > 1:
+            raise UsageError(f"--runner {INLINE} prepares in this one process; for --workers {workers} use "
+                             "--runner DirectRunner (pip install -c constraints.txt -e '.[beam]')")
+        return
+    try:
+        import apache_beam  # noqa: F401
+    except ImportError:
+        raise UsageError(f"--runner {runner} needs Apache Beam: pip install -c constraints.txt -e '.[beam]' "
+                         f"(or --runner {INLINE} to prepare in this process without it)") from None
 
 
-def _log_marker(marker: dict) -> None:
+def log_marker(marker: dict) -> None:
     if marker["status"] == "ok":
         extra = f" ({', '.join(marker['handled'])})" if marker["handled"] else ""
         log.info("%s: %d segments, %d frames%s", marker["input"], marker["segments"], marker["frames"], extra)
@@ -202,8 +224,14 @@ def output_lock(output: str) -> Iterator[None]:
         yield
 
 
-def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1) -> dict:
-    """Processes every input without a done-marker, then writes and returns the manifest."""
+def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1, runner: str = "DirectRunner",
+            beam_args: Sequence[str] = ()) -> dict:
+    """Processes every input without a done-marker, then writes and returns the manifest.
+
+    runner: "DirectRunner" (Beam, `workers` local processes), any other Beam runner with its options in
+    `beam_args`, or "inline" (this process, one input after the other, no Beam needed). The shards' bytes are the
+    same whichever runs them."""
+    check_runner(runner, workers)
     cfg = cfg.with_absolute_paths()
     cfg.validate()
     # A missing model file or package stops the run here, before the output is touched.
@@ -212,10 +240,11 @@ def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int
     for sub in ("shards", "done"):
         os.makedirs(os.path.join(output, sub), exist_ok=True)
     with output_lock(output):
-        return _prepare_locked(inputs, output, cfg, workers)
+        return _prepare_locked(inputs, output, cfg, workers, runner, beam_args)
 
 
-def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int) -> dict:
+def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int, runner: str,
+                    beam_args: Sequence[str]) -> dict:
     wrote_config = _check_config(output, cfg)
     for stale in glob.glob(os.path.join(output, "shards", ".*.tmp")):
         os.remove(stale)  # left by a killed run; that input has no done-marker and is redone below
@@ -229,18 +258,21 @@ def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, work
         else:
             pending.append(path)
     log.info("%d inputs: %d done before, %d to process", len(inputs), len(markers), len(pending))
-    jobs = [(path, output, cfg) for path in pending]
-    bar = tqdm(total=len(inputs), initial=len(markers), unit="video", desc="emo-prepare")
     try:
-        with logging_redirect_tqdm(), bar:  # log lines print above the bar instead of through it
-            for marker in _results(jobs, workers):
-                markers[marker["input"]] = marker
-                _log_marker(marker)
-                bar.update()
+        if pending:
+            _run_inputs(pending, output, cfg, workers, runner, beam_args, len(markers))
     except BaseException:
         if wrote_config and not os.listdir(os.path.join(output, "done")):
             os.remove(os.path.join(output, "config.json"))  # nothing was prepared with these settings
         raise
+    for path in pending:  # every worker wrote its inputs' markers; the driver reads them back, on any runner
+        marker_path = os.path.join(output, "done", input_id(path) + ".json")
+        if not os.path.exists(marker_path):
+            raise RuntimeError(f"the {runner} pipeline finished but {path} has no done-marker ({marker_path}); "
+                               "its workers must write to the same --output folder this process reads. Re-run "
+                               "to prepare the inputs left")
+        with open(marker_path, encoding="utf-8") as f:
+            markers[path] = json.load(f)
     manifest = build_manifest([markers[p] for p in inputs], cfg)
     manifest_path = os.path.join(output, "manifest.json")
     previous = None

@@ -2,15 +2,16 @@
 
     import tensorflow_datasets as tfds
     from data_pipeline.tfds_builder import EmoSegments, EmoSegmentsConfig, tfds_records
-    config = EmoSegmentsConfig(name="hdtf512", prepare=PrepareConfig(vae="sd15/vae"), workers=8)
+    config = EmoSegmentsConfig(name="hdtf512", prepare=PrepareConfig(vae="sd15/vae"), workers=8)  # DirectRunner
     EmoSegments(config=config, data_dir=D, file_format="array_record").download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir="HDTF/videos"))
     batches = make_dataset(tfds_records(D, "hdtf512"), LoaderConfig(stage=2, batch_size=4))
 
 Each example is one segment: `record` holds the same bytes as an emo-prepare shard record (schema.py), beside
 `source` and `segment_index` for inspection. Generation runs data_pipeline.prepare.prepare() into
-<data_dir>/downloads/emo_prepare/<config name> and copies its records, so preparation is the very same code,
-runs with `workers` processes, resumes after an interruption, and logs and counts skipped inputs (also stored in
+<data_dir>/downloads/emo_prepare/<config name> and copies its records, so preparation is the very same Beam
+pipeline as emo-prepare's (data_pipeline/beam_prepare.py: `runner` and `beam_args` choose where it runs; the
+DirectRunner with `workers` processes by default), resumes after an interruption, and logs and counts skipped inputs (also stored in
 the dataset's metadata.json). TFDS reuses a finished dataset without regenerating it; building one whose
 stored settings differ from the config's is refused. TensorFlow is not needed (tested with TFDS 4.9.10 alone).
 """
@@ -33,10 +34,12 @@ NAME = "emo_segments"
 
 @dataclasses.dataclass(eq=False)
 class EmoSegmentsConfig(tfds.core.BuilderConfig):
-    """A named preparation setting; `workers` only sets how many processes prepare it."""
+    """A named preparation setting; `workers`, `runner` and `beam_args` only set where and how wide it runs."""
 
     prepare: PrepareConfig = PrepareConfig()
     workers: int = 1
+    runner: str = "DirectRunner"
+    beam_args: tuple[str, ...] = ()
 
 
 def _settings(config: EmoSegmentsConfig) -> dict:
@@ -80,7 +83,8 @@ class EmoSegments(tfds.core.GeneratorBasedBuilder):
         inputs = find_inputs(os.fspath(dl_manager.manual_dir))
         work = os.path.join(os.fspath(dl_manager.download_dir), "emo_prepare", self.builder_config.name)
         config = self.builder_config
-        manifest = prepare(inputs, work, config.prepare, workers=config.workers)
+        manifest = prepare(inputs, work, config.prepare, workers=config.workers, runner=config.runner,
+                           beam_args=config.beam_args)
         self.info.metadata["skipped_counts"] = manifest["skipped_counts"]
         self.info.metadata["skipped"] = manifest["skipped"]
         return {"train": self._generate_examples([os.path.join(work, s) for s in manifest["shards"]])}

@@ -30,7 +30,13 @@ def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="emo-prepare", description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="folder of videos (searched recursively) or a glob")
     p.add_argument("--output", required=True, help="output folder (created; re-use it to resume)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes, one input each")
+    p.add_argument("--workers", type=int, default=1, help="the DirectRunner's parallel processes, one input each")
+    p.add_argument("--runner", default="DirectRunner",
+                   help="Apache Beam runner (DirectRunner: this machine, --workers processes; DataflowRunner, "
+                        "FlinkRunner, SparkRunner: a cluster, see docs/data.md), or 'inline' to prepare in this "
+                        "process without Beam")
+    p.add_argument("beam_args", nargs="*", metavar="-- BEAM_OPTION",
+                   help="after --, standard Beam pipeline options for the runner (--project P --region R ...)")
     for field in dataclasses.fields(PrepareConfig):
         default = getattr(defaults, field.name)
         flag = "--" + field.name.replace("_", "-")
@@ -49,7 +55,8 @@ def _run(args: argparse.Namespace, config) -> int:
         if settings[name] is None:
             section, field = key.split(".")
             settings[name] = type(getattr(defaults, name))(config[section][field])
-    manifest = prepare(find_inputs(args.input), args.output, PrepareConfig(**settings), max(1, args.workers))
+    manifest = prepare(find_inputs(args.input), args.output, PrepareConfig(**settings), args.workers, args.runner,
+                       args.beam_args)
     log.info("%d segments, %.3f hours from %d inputs; skipped: %s", manifest["segments"], manifest["hours"],
              manifest["inputs"], manifest["skipped_counts"] or "none")
     if not manifest["segments"]:

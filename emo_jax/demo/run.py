@@ -88,7 +88,7 @@ def _check_prepared(manifest: dict, expected: int) -> None:
 
 def run(out: str, quick: bool, seed: int = 0) -> dict:
     """All phases into `out`; returns the metrics dict (also written to out/metrics.json)."""
-    from data_pipeline.prepare import prepare
+    from data_pipeline.prepare import INLINE, prepare
     from data_pipeline.schema import decode_jpeg
     from emo_jax.demo.data import write_demo_data, write_portrait
     from emo_jax.audio import load_audio
@@ -107,13 +107,14 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
         w2v_params, _ = pretrain_wav2vec2(c2, waves, seed)
         wav2vec = write_wav2vec2_folder(c2, path("encoders", "wav2vec2"), w2v_params)
         # A first pass without encoders gives the crops the VAE must reconstruct, framed exactly as training sees them.
-        _check_prepared(prepare(data.videos, path("prepared_frames"), prepare_config(c2)), len(data.videos))
+        _check_prepared(prepare(data.videos, path("prepared_frames"), prepare_config(c2), runner=INLINE),
+                        len(data.videos))
         plain = read_records(path("prepared_frames"))
         frames = np.stack([decode_jpeg(j) for r in plain for j in r.frames_jpeg])
         vae_params, scaling = train_vae(c2, frames, seed)
         vae = write_vae_folder(c2, vae_params, scaling, path("encoders", "vae"))
     with phases("prepare"):
-        manifest = prepare(data.videos, path("prepared"), prepare_config(c2, wav2vec, vae))
+        manifest = prepare(data.videos, path("prepared"), prepare_config(c2, wav2vec, vae), runner=INLINE)
         _check_prepared(manifest, len(data.videos))
     portraits = [write_portrait(path("data", f"{ident.name}_portrait.png"), ident, c2.demo.render_side)
                  for ident in data.identities]

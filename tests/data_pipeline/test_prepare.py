@@ -12,7 +12,7 @@ from array_record.python.array_record_module import ArrayRecordReader
 import data_pipeline.prepare as prepare_module
 from synthetic_videos import (CLICK_FRAME, CUT_CLICK_FRAME, FPS, SIDE, SR, TEST_CONFIG, face_frames, make_inputs,
                               tone_with_click, write_mp4)
-from data_pipeline.prepare import input_id, output_lock, prepare
+from data_pipeline.prepare import INLINE, input_id, output_lock, prepare
 from data_pipeline.schema import SCHEMA_VERSION, decode_record
 from emo_jax.cli.prepare import main
 from emo_jax.errors import UsageError
@@ -169,8 +169,8 @@ def test_interrupted_run_resumes_to_the_same_output(prepared, tmp_path, monkeypa
         return real(path, *args)
 
     monkeypatch.setattr(prepare_module, "extract_segments", interrupted_on_moving)
-    with pytest.raises(KeyboardInterrupt):
-        prepare(inputs, str(output), TEST_CONFIG, workers=1)
+    with pytest.raises(KeyboardInterrupt):  # inline: the inputs in order (test_beam.py kills a Beam run)
+        prepare(inputs, str(output), TEST_CONFIG, runner=INLINE)
     done = sorted(os.listdir(output / "done"))
     assert done == [input_id(all_inputs["corrupt"]) + ".json"]
     assert not (output / "manifest.json").exists()

@@ -9,6 +9,7 @@ tfds = pytest.importorskip("tensorflow_datasets", reason="the 'tfds' extra (tens
 
 from array_record.python.array_record_module import ArrayRecordReader  # noqa: E402
 
+from data_pipeline import beam_prepare  # noqa: E402
 from data_pipeline.loader import LoaderConfig, make_dataset  # noqa: E402
 from data_pipeline.prepare import input_id  # noqa: E402
 from data_pipeline.schema import SCHEMA_VERSION, decode_record, encode_record  # noqa: E402
@@ -23,12 +24,16 @@ def _build(data_dir, manual_dir, prepare_config):
     return builder
 
 
-def test_tfds_dataset_holds_the_emo_prepare_records_and_feeds_the_loader(prepared, tmp_path):
+def test_tfds_dataset_holds_the_emo_prepare_records_and_feeds_the_loader(prepared, tmp_path, monkeypatch):
     inputs, output, _ = prepared
     manual = tmp_path / "manual"
     manual.mkdir()
     roles = {role: str(shutil.copy(inputs[role], manual / f"{role}.mp4")) for role in ("still", "cut", "no_face")}
+    pipelines = []
+    real = beam_prepare.run_pipeline
+    monkeypatch.setattr(beam_prepare, "run_pipeline", lambda *a, **k: pipelines.append(a[4]) or real(*a, **k))
     builder = _build(tmp_path / "tfds", manual, TEST_CONFIG)
+    assert pipelines == ["DirectRunner"]  # built by emo-prepare's Beam pipeline
     assert builder.info.splits["train"].num_examples == 3
     assert builder.info.metadata["skipped_counts"] == {"no_face": 1}
     assert list((tmp_path / "tfds" / "emo_segments" / "tiny64" / f"{SCHEMA_VERSION}.0.0").glob("*.array_record-*"))
