@@ -2,6 +2,7 @@
 preemption by SIGTERM, and two processes on localhost."""
 import json
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,21 +78,25 @@ def test_features_from_another_encoder_or_schema_are_refused(tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(prepared, compile_cache, tmp_path):
-    config = make_config("stage2", prepared, steps=4)
+    """A run of 4 steps saving at step 2 and 4; its workdir as a run killed after logging step 3 would leave it
+    (step 2's checkpoint, metrics up to a torn step-4 line) is resumed to step 4: the same parameters, EMA and
+    losses as the uninterrupted run."""
+    config = make_config("stage2", prepared, steps=4, checkpoint_every=2)
     train(config, str(tmp_path / "straight"), random_init_encoders=True)
-    half = config.copy_and_resolve_references()
-    half.train.steps = 2
-    train(half, str(tmp_path / "resumed"), random_init_encoders=True)
-    assert (tmp_path / "resumed/checkpoints/2/data/process_0-of-1.json").is_file()
-    with open(tmp_path / "resumed/metrics.jsonl", "a") as f:  # a run killed after logging step 3, before saving it
-        f.write(json.dumps({"step": 3, "loss": 9.0}) + '\n{"step": 4, "lo')
-    train(config, str(tmp_path / "resumed"), random_init_encoders=True)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "2", resumed / "checkpoints" / "2")
+    assert (resumed / "checkpoints/2/data/process_0-of-1.json").is_file()
+    rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["step"] for row in rows] == [1, 2, 3, 4]
+    (resumed / "metrics.jsonl").write_text("\n".join(rows[:2] + [json.dumps({"step": 3, "loss": 9.0}),
+                                                                  '{"step": 4, "lo']))
+    train(config, str(resumed), random_init_encoders=True)
     for use_ema in (False, True):
         _, straight = restore_params(str(tmp_path / "straight"), use_ema=use_ema)
-        _, resumed = restore_params(str(tmp_path / "resumed"), step=4, use_ema=use_ema)
-        a, b = _flat(straight), _flat(resumed)
+        _, back = restore_params(str(resumed), step=4, use_ema=use_ema)
+        a, b = _flat(straight), _flat(back)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    assert _losses(tmp_path / "straight") == _losses(tmp_path / "resumed")
+    assert _losses(tmp_path / "straight") == _losses(resumed)
 
 
 def test_stage3_speed_labels_must_be_in_the_models_unit(prepared):
