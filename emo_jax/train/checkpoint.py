@@ -152,11 +152,26 @@ def checkpoint_folder(path: str) -> str:
     return inner if os.path.isdir(inner) else path
 
 
+def write_whole_shards_in_one_process() -> None:
+    """In a run of one process, orbax writes each array shard whole instead of replica-parallel.
+
+    Replica-parallel saving splits every replicated shard into one slice per replica, so that processes holding
+    replicas share the writing. When one process holds every replica there is nobody to share with, and the split
+    only costs one eager device slice per replica per shard: about 23,000 of them per save of the tiny model on 8
+    CPU devices, where a save took 30 s, and 13 s without them. The files are the same either way. Runs of
+    several processes keep orbax's default.
+    """
+    if jax.process_count() == 1:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+
+
 class Checkpointer:
     """Saves and restores a run's TrainState and data iterator (every process calls every method)."""
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict):
         t = config.train
+        write_whole_shards_in_one_process()
         if t.keep_checkpoints < 1:
             raise ValueError(f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
         keep = [policies.LatestN(t.keep_checkpoints)]
