@@ -125,7 +125,7 @@ def process_input(path: str, output: str, cfg: PrepareConfig) -> dict:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    _write_json_atomic(os.path.join(output, "done", ident + ".json"), marker)
+    _write_json_atomic(marker_path(output, path), marker)
     return marker
 
 
@@ -224,6 +224,20 @@ def output_lock(output: str) -> Iterator[None]:
         yield
 
 
+def marker_path(output: str, path: str) -> str:
+    """Where the done-marker of input `path` lives in the output folder."""
+    return os.path.join(output, "done", input_id(path) + ".json")
+
+
+def read_marker(output: str, path: str) -> dict | None:
+    """The done-marker of input `path`, or None when it has none (not processed yet)."""
+    try:
+        with open(marker_path(output, path), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def prepare(inputs: Sequence[str], output: str, cfg: PrepareConfig, workers: int = 1, runner: str = "DirectRunner",
             beam_args: Sequence[str] = ()) -> dict:
     """Processes every input without a done-marker, then writes and returns the manifest.
@@ -251,12 +265,11 @@ def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, work
     markers: dict[str, dict] = {}
     pending = []
     for path in inputs:
-        marker_path = os.path.join(output, "done", input_id(path) + ".json")
-        if os.path.exists(marker_path):
-            with open(marker_path, encoding="utf-8") as f:
-                markers[path] = json.load(f)
-        else:
+        marker = read_marker(output, path)
+        if marker is None:
             pending.append(path)
+        else:
+            markers[path] = marker
     log.info("%d inputs: %d done before, %d to process", len(inputs), len(markers), len(pending))
     try:
         if pending:
@@ -266,13 +279,11 @@ def _prepare_locked(inputs: Sequence[str], output: str, cfg: PrepareConfig, work
             os.remove(os.path.join(output, "config.json"))  # nothing was prepared with these settings
         raise
     for path in pending:  # every worker wrote its inputs' markers; the driver reads them back, on any runner
-        marker_path = os.path.join(output, "done", input_id(path) + ".json")
-        if not os.path.exists(marker_path):
-            raise RuntimeError(f"the {runner} pipeline finished but {path} has no done-marker ({marker_path}); "
-                               "its workers must write to the same --output folder this process reads. Re-run "
-                               "to prepare the inputs left")
-        with open(marker_path, encoding="utf-8") as f:
-            markers[path] = json.load(f)
+        markers[path] = read_marker(output, path)
+        if markers[path] is None:
+            raise RuntimeError(f"the {runner} pipeline finished but {path} has no done-marker "
+                               f"({marker_path(output, path)}); its workers must write to the same --output folder "
+                               "this process reads. Re-run to prepare the inputs left")
     manifest = build_manifest([markers[p] for p in inputs], cfg)
     manifest_path = os.path.join(output, "manifest.json")
     previous = None

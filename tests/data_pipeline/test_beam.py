@@ -1,6 +1,7 @@
 """emo-prepare on Apache Beam: the DirectRunner with one and two worker processes and the inline runner write the
 same shard bytes and manifest; skips are counted in Beam's metrics; a run killed mid-way resumes to the same
 output; the runner settings that cannot work are refused with the fix."""
+import json
 import os
 import shutil
 import signal
@@ -70,8 +71,14 @@ def test_a_killed_two_worker_run_resumes_without_lost_or_duplicate_segments(prep
     run.wait()
     killed_at = [name for name in os.listdir(done) if name.endswith(".json")]
     assert 1 <= len(killed_at) < len(paths) and not (output / "manifest.json").exists()
+    # What was done before the kill, with the times it was written: the resumed run must not do it again.
+    before = {name: (done / name).stat().st_mtime_ns for name in killed_at}
+    shards_before = {m["shard"]: (output / m["shard"]).stat().st_mtime_ns
+                     for m in (json.loads((done / name).read_text()) for name in killed_at) if "shard" in m}
     assert prepare(paths, str(output), TEST_CONFIG, workers=2) == manifest
     assert _shards(output) == _shards(straight)  # nothing lost, nothing twice, no leftovers
+    assert {name: (done / name).stat().st_mtime_ns for name in killed_at} == before
+    assert {shard: (output / shard).stat().st_mtime_ns for shard in shards_before} == shards_before
 
 
 def test_ctrl_c_in_a_beam_worker_is_an_interrupt_and_leaves_the_folder_reusable(prepared, tmp_path, monkeypatch):
