@@ -1,7 +1,8 @@
 """The emo-demo run: configs/tiny.py sized so that two CPU cores learn identity and lip sync in minutes.
 
-Variants: `stage1` (images) and `stage2` (video + audio, the default); append `,quick` (e.g. `stage2,quick`) for
-the smoke-test sizes of `emo-demo --quick`. The `demo` section is read by emo_jax/demo/run.py only: how much
+Variants: `stage1` (images), `stage2` (video + audio, the default) and `stage3` (speed layers, with the temporal
+layers; the audio layers stay fixed); append `,quick` (e.g. `stage2,quick`) for the smoke-test sizes of
+`emo-demo --quick`. The `demo` section is read by emo_jax/demo/run.py only: how much
 known-answer data to draw and how long to train the demo's own VAE.
 """
 import ml_collections
@@ -9,7 +10,7 @@ import ml_collections
 from configs import tiny
 from emo_jax.demo.synthetic import MOUTH
 
-VARIANTS = ("stage1", "stage2")
+VARIANTS = ("stage1", "stage2", "stage3")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -36,7 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     t.warmup_steps = 20
     t.weight_decay = 0.0  # nothing to regularise towards in a from-scratch model trained this briefly
     t.ema_decay = 0.95  # an EMA of ~20 steps: smooths the last updates without lagging a short run
-    t.steps = {"stage1": 300, "stage2": 500}[variant]
+    t.steps = {"stage1": 300, "stage2": 500, "stage3": 250}[variant]
     # v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024; Hallo trains EMO this way too). With epsilon
     # prediction the first sampling steps get x0 from eps / sqrt(abar) ~ 15 x eps: after 300 stage-1 steps the
     # x0 error at t=950 was 3.3 (latents have unit variance) and barely lower with the right reference than a
@@ -69,7 +70,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     d.videos_per_identity = 3
     d.video_seconds = 8.0  # one segment per video (emo-prepare's min 3 s, max 12 s)
     d.heldout_seconds = 4.0
-    d.render_side = 128  # the raw videos and portraits; Haar finds the drawn faces reliably from about 100 px up
+    d.render_side = 128  # the raw videos and portraits; BlazeFace and Face Mesh read the drawn heads at this size
+    d.detector = "blazeface"  # emo-prepare's and emo-generate's face detector for the demo's drawings
+    # Issue #24's controls, measured on the first `control_identities` portraits with their held-out audio: the
+    # stage-3 model at constant speeds spanning the trained range (EMO's Table 2 drives 0.1, 0.7, 1.3, 1.9), and
+    # the stage-2 model with the face mask moved `locator_shift` mask pixels left and right and grown
+    # `locator_widen` times (the drawn heads sway about +-3 px of the 32 px crop in training).
+    d.control_identities = 2
+    d.speed_settings = (0.1, 0.7, 1.3, 1.9, 2.5)
+    d.locator_shift = 3
+    d.locator_widen = 1.3
     d.vae_steps = 250
     d.vae_lr = 2e-3
     d.vae_batch = 16
@@ -85,6 +95,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         d.heldout_seconds = 2.0
         d.vae_steps = 30
         d.audio_pretrain_steps = 10
+        d.control_identities = 1
+        d.speed_settings = (0.1, 1.9)
         t.steps = 6
         t.checkpoint_every = t.steps
         t.log_every = 2

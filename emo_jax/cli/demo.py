@@ -1,4 +1,5 @@
-"""emo-demo: the whole system on a laptop CPU, no weights, no network, with answers known in advance.
+"""emo-demo: the whole system on a laptop CPU, with answers known in advance (no network; the only model files are
+MediaPipe's face detector and Face Mesh, which `python -m emo_jax.faces.models` fetches once).
 
     emo-demo --out DIR [--quick]
 
@@ -17,9 +18,9 @@ from emo_jax.errors import UsageError
 
 
 def _parser() -> ArgumentParser:
-    p = ArgumentParser(prog="emo-demo", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="emo-demo", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--out", required=True, help="output folder (created; must be empty or absent)")
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny data and a few steps (about 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny data and a few steps (about 3 minutes)")
     p.add_argument("--seed", type=int, default=0, help="seed of training and generation noise")
     return p
 

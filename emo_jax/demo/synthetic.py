@@ -3,7 +3,7 @@
 Each identity differs in face shape, skin, hair (colour and style) and background. The audio is speech-like:
 voiced syllables (harmonic stacks at a speaker's pitch) at about four per second, grouped into phrases with
 pauses. For every video frame the mouth opening is the audio's normalised loudness in that frame's window, and
-the head sways sideways with a known period, so speed and lip sync have ground truth.
+the head sways and rolls (tilts in the image plane) at known speeds, so speed and lip sync have ground truth.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from emo_jax.eval.clips import loudness_per_frame
 SAMPLE_RATE = 16000
 # Near-black: no skin, hair or background colour comes close, and the eyes and brows lie in the upper half.
 MOUTH = (12, 12, 12)
+EYES = (35, 35, 35)  # eyes; the brows are (30, 30, 30)
+NOSE = (150, 120, 100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +39,7 @@ def make_identities(count: int, seed: int = 0) -> list[Identity]:
     out = []
     for i in range(count):
         hue = int(180 * i / count)
-        bg = cv2.cvtColor(np.uint8([[[hue, 120, 200]]]), cv2.COLOR_HSV2RGB)[0, 0]
+        bg = cv2.cvtColor(np.uint8([[[hue, 140, 150]]]), cv2.COLOR_HSV2RGB)[0, 0]
         hair = cv2.cvtColor(np.uint8([[[(hue + 90) % 180, 200, 70 + 40 * (i % 3)]]]), cv2.COLOR_HSV2RGB)[0, 0]
         skin = (int(235 - 25 * (i % 4)), int(200 - 30 * (i % 3)), int(175 - 35 * ((i + 1) % 3)))
         out.append(Identity(
@@ -84,32 +86,75 @@ def draw_head(image: np.ndarray, ident: Identity, cx: float, cy: float, mouth_op
     cv2.ellipse(image, (c(cx), c(cy)), (c(s), c(h)), 0, 0, 360, ident.skin, -1)
     for ex in (cx - 0.42 * s, cx + 0.42 * s):
         ey = cy - 0.25 * h
-        cv2.ellipse(image, (c(ex), c(ey)), (c(0.2 * s), c(0.1 * s)), 0, 0, 360, (35, 35, 35), -1)
+        cv2.ellipse(image, (c(ex), c(ey)), (c(0.2 * s), c(0.1 * s)), 0, 0, 360, EYES, -1)
         cv2.line(image, (c(ex - 0.25 * s), c(ey - 0.22 * s)), (c(ex + 0.25 * s), c(ey - 0.22 * s)), (30, 30, 30),
                  max(1, c(s / 12)))
-    cv2.line(image, (c(cx), c(cy - 0.1 * h)), (c(cx), c(cy + 0.2 * h)), (150, 120, 100), max(1, c(s / 15)))
+    cv2.line(image, (c(cx), c(cy - 0.1 * h)), (c(cx), c(cy + 0.2 * h)), NOSE, max(1, c(s / 15)))
     mouth_h = 0.06 * s + 0.5 * s * float(np.clip(mouth_open, 0, 1))
     cv2.ellipse(image, (c(cx), c(cy + 0.55 * h)), (c(0.5 * s), c(mouth_h)), 0, 0, 360, MOUTH, -1)
 
 
-def head_track(num_frames: int, fps: float, side: int, seed: int) -> np.ndarray:
-    """Horizontal head centre per frame: a sway of known amplitude and period (the ground-truth speed)."""
+# True roll speeds (degrees per frame) the videos' halves are drawn at: a still head up to fast turns. emo-prepare's
+# head_pose label reads the drawn heads a little low at the fast end (measured: 1/2/3/4 -> 0.90/1.81/2.48/2.91 median).
+ROLL_SPEEDS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0)
+ROLL_AMPLITUDE = 18.0  # degrees: the head tilts between -18 and +18, turning back at the ends
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadMotion:
+    """Per-frame head pose of a drawn video: centre (pixels of the drawing) and in-plane roll (degrees)."""
+
+    cx: np.ndarray
+    cy: np.ndarray
+    roll: np.ndarray
+    roll_speed: np.ndarray  # |d roll / d frame| as drawn: the ground truth of the speed label
+
+
+def roll_track(speeds_T: np.ndarray, phase: float) -> np.ndarray:
+    """Roll angles [T] of a head turning at |speeds_T| degrees per frame between -/+ROLL_AMPLITUDE (a triangle wave
+    whose slope is the speed; `phase` in [0, 1) says where in the swing it starts)."""
+    period = 4 * ROLL_AMPLITUDE  # degrees of travel per full swing
+    travel = phase * period + np.concatenate([[0.0], np.cumsum(speeds_T[1:])])
+    u = np.mod(travel, period) / period  # 0..1 along the swing
+    return ROLL_AMPLITUDE * np.where(u < 0.5, 4 * u - 1, 3 - 4 * u)
+
+
+def head_motion(num_frames: int, fps: float, side: int, seed: int) -> HeadMotion:
+    """A drawn head's motion: a slow sway in x and y (so the face moves inside its crop from clip to clip, which the
+    face locator must follow) and a roll whose speed changes once, halfway, between two of ROLL_SPEEDS (the speed
+    layers' ground truth)."""
     rng = np.random.default_rng(seed)
-    amplitude = rng.uniform(0.02, 0.05) * side  # small enough that the fixed crop stays close to the face
-    period = rng.uniform(2.0, 4.0)
     t = np.arange(num_frames) / fps
-    return side / 2 + amplitude * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+    ax, ay = rng.uniform(0.05, 0.09) * side, rng.uniform(0.02, 0.04) * side
+    px, py = rng.uniform(3.0, 5.0), rng.uniform(2.5, 4.0)
+    cx = side / 2 + ax * np.sin(2 * np.pi * t / px + rng.uniform(0, 2 * np.pi))
+    cy = side / 2 + ay * np.sin(2 * np.pi * t / py + rng.uniform(0, 2 * np.pi))
+    first, second = rng.choice(ROLL_SPEEDS, size=2)
+    speed = np.where(np.arange(num_frames) < num_frames // 2, first, second).astype(np.float64)
+    return HeadMotion(cx, cy, roll_track(speed, float(rng.uniform())), speed)
 
 
-def render_video(ident: Identity, audio: np.ndarray, fps: float, side: int, seed: int) -> np.ndarray:
-    """Frames [T, side, side, 3] uint8 for the audio: mouth follows loudness, head sways."""
+def rotate_about(image: np.ndarray, cx: float, cy: float, degrees: float, fill: tuple[int, int, int]) -> np.ndarray:
+    """The image turned by `degrees` (counter-clockwise on screen) about (cx, cy), uncovered corners `fill`."""
+    if degrees == 0:
+        return image
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), float(degrees), 1.0)
+    return cv2.warpAffine(image, m, image.shape[1::-1], flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=tuple(int(v) for v in fill))
+
+
+def render_video(ident: Identity, audio: np.ndarray, fps: float, side: int, seed: int,
+                 motion: HeadMotion | None = None) -> np.ndarray:
+    """Frames [T, side, side, 3] uint8 for the audio: mouth follows loudness, head sways and rolls (head_motion's, or
+    the `motion` given)."""
     num_frames = int(round(len(audio) / SAMPLE_RATE * fps))
     mouth = loudness_per_frame(audio, fps, num_frames)
-    xs = head_track(num_frames, fps, side, seed)
+    motion = motion or head_motion(num_frames, fps, side, seed)
     frames = np.empty((num_frames, side, side, 3), np.uint8)
     for k in range(num_frames):
         frames[k] = ident.background
-        draw_head(frames[k], ident, xs[k], side * 0.5, mouth[k])
+        draw_head(frames[k], ident, motion.cx[k], motion.cy[k], mouth[k])
+        frames[k] = rotate_about(frames[k], motion.cx[k], motion.cy[k], motion.roll[k], ident.background)
     return frames
 
 

@@ -13,7 +13,8 @@ from emo_jax.video.io import read_video
 
 ROOT = pathlib.Path(__file__).parents[2]
 PER_VIDEO = ("identity_accuracy", "lip_sync", "lip_sync_control", "boundary_change", "inside_change")
-PHASES = ("data", "encoders", "prepare", "train stage 1", "train stage 2", "generate + measure", "total")
+PHASES = ("data", "encoders", "prepare", "train stage 1", "train stage 2", "train stage 3", "generate + measure",
+          "speed + face locator", "total")
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,25 @@ def test_quick_demo_writes_videos_sheet_and_metrics(quick_run):
     seconds = metrics["seconds"]
     assert set(seconds) == set(PHASES) and all(s > 0 for s in seconds.values())
     assert seconds["total"] == pytest.approx(sum(s for k, s in seconds.items() if k != "total"))
-    # Two rows per identity (real audio, silent control), each the reference and 11 frames, zoomed 4x.
+    # The controls: every speed setting and the stage-2 model measured on the same portraits, the moved and widened
+    # masks' videos, and stage 3 left the audio layers as stage 2 left them.
+    controls = names[:sizes["control_identities"]]
+    settings = list(metrics["speed"]["settings"])
+    assert len(settings) >= 2 and metrics["speed"]["no_speed_layers"]["videos"] == len(controls)
+    for r in metrics["speed_videos"]:
+        assert r["identity"] in controls and r["velocity_mean"] >= 0 and r["velocity_std"] >= 0
+    for name in controls:
+        for suffix in [f"_speed{s}" for s in settings] + ["_mask_left", "_mask_right", "_mask_wide"]:
+            assert read_video(str(out / "videos" / f"{name}{suffix}.mp4"))[0].shape[0] == frames
+    assert -1.0 <= metrics["speed"]["spearman"] <= 1.0
+    assert {r["mask"] for r in metrics["face_locator_videos"]} == {"portrait", "left", "right", "wide"}
+    assert metrics["face_locator"]["mask_shift"] > 0 and 0 <= metrics["face_locator"]["inside_wide"] <= 1
+    assert metrics["audio_layers_unchanged_by_stage3"] is True
+    # Two rows per identity (real audio, silent control), one per speed setting (first identity) and three per
+    # control identity (moved and widened masks), each the reference and 11 frames, zoomed 4x.
+    rows = 2 * len(names) + len(settings) + 3 * len(controls)
     sheet = np.asarray(Image.open(out / "videos" / "contact_sheet.png"))
-    assert sheet.shape == (2 * len(names) * 4 * sizes["frame_size"], 12 * 4 * sizes["frame_size"], 3)
+    assert sheet.shape == (rows * 4 * sizes["frame_size"], 12 * 4 * sizes["frame_size"], 3)
     assert sheet.std() > 0
     # The printed table names every identity and every phase.
     for word in names + list(PHASES):

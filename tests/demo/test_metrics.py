@@ -1,9 +1,15 @@
 """The demo's measures on ground-truth renders: they must see sync and identity where they exist, and not elsewhere."""
 import cv2
 import numpy as np
+import pytest
+from scipy import stats
 
-from emo_jax.demo.metrics import continuity, identity_accuracy, mouth_opening, pearson
-from emo_jax.demo.synthetic import loudness_per_frame, make_identities, reference_image, render_video, speech_audio
+from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, mask_box, shift_mask, spearman,
+                                   speed_summary, widen_mask)
+from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
+                                  roll_velocity)
+from emo_jax.demo.synthetic import (HeadMotion, head_motion, loudness_per_frame, make_identities, reference_image,
+                                    render_video, roll_track, speech_audio)
 
 FPS, SIDE, SMALL = 25, 128, 32
 
@@ -39,3 +45,92 @@ def test_continuity_separates_boundary_jumps():
     frames[8:] = 20  # jumps at the boundaries after frames 3 and 7 (clips of 4)
     boundary, inside = continuity(frames, 4)
     assert boundary == 10.0 and inside == 0.0
+
+
+def test_roll_track_turns_at_the_given_speed_between_the_ends():
+    speeds = np.where(np.arange(300) < 150, 0.8, 2.5)
+    roll = roll_track(speeds, 0.1)
+    assert np.abs(roll).max() <= 18.0 + 1e-9
+    steps = np.abs(np.diff(roll))
+    # Away from the turning points (where part of a step goes back) every step is the speed of its frame.
+    straight = np.abs(roll[1:]) < 18 - 2.5
+    assert np.allclose(steps[straight], speeds[1:][straight])
+    assert np.all(roll_track(np.zeros(50), 0.3) == roll_track(np.zeros(50), 0.3)[0])
+
+
+def _rendered(ident, speed: float, seed: int, frames: int = 60, dx: float = 0.0):
+    """32 px frames of a drawn head rolling at `speed` degrees per frame, moved dx pixels of the 128 px drawing; the
+    middle 96 px are kept, about as emo-prepare crops the demo's videos."""
+    audio = speech_audio(frames / 15, ident.pitch, seed=seed)
+    m = head_motion(frames, 15, SIDE, seed)
+    motion = HeadMotion(m.cx + dx, m.cy, roll_track(np.full(frames, speed), 0.3), np.full(frames, speed))
+    return _small(render_video(ident, audio, 15, SIDE, seed=seed, motion=motion)[:, 16:112, 16:112]), motion
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_head_roll_and_its_velocity_read_from_32px_frames(k):
+    ident = make_identities(5)[k]
+    reference = _small(reference_image(ident, SIDE)[None, 16:112, 16:112])[0]
+    measured = []
+    for speed in (0.0, 1.0, 2.0, 3.0):
+        frames, motion = _rendered(ident, speed, seed=k)
+        roll = head_roll(frames, reference)
+        assert np.median(np.abs(roll - motion.roll)) < 1.5  # degrees
+        measured.append(roll_velocity(roll).mean())
+    # A still head reads below 0.7 deg/frame (pixel noise, also the floor under slow turns); faster turns read
+    # faster, every step of the way.
+    assert measured[0] < 0.7 and np.all(np.diff(measured) > 0.2), measured
+    assert abs(measured[-1] - 3.0) < 0.6  # the turning points and the smoothing take a little off
+
+
+def test_head_roll_ignores_a_colour_drift():
+    ident = make_identities(2)[1]
+    reference = _small(reference_image(ident, SIDE)[None, 16:112, 16:112])[0]
+    frames, motion = _rendered(ident, 2.0, seed=3)
+    drifted = np.clip(frames.astype(np.float32) * (0.85, 1.1, 0.9) + (10, -20, 5), 0, 255).astype(np.uint8)
+    assert np.median(np.abs(head_roll(drifted, reference) - motion.roll)) < 1.5
+
+
+def test_face_pose_centre_follows_the_head():
+    ident = make_identities(3)[2]
+    left, _ = _rendered(ident, 1.0, seed=1, dx=-6)
+    right, _ = _rendered(ident, 1.0, seed=1, dx=6)
+    pose_left, pose_right = face_pose(left, ident), face_pose(right, ident)
+    assert np.allclose(pose_right.cx - pose_left.cx, 12 * SMALL / 96, atol=0.5)  # 12 px of the 96 px crop: 4 of 32
+    # The drawn face's semi-axes, 0.21 x 128 px and 1.2 times that, in the 32 px frame of a 96 px crop; the pixels
+    # where the face's edge blends into the hair count as face, which makes it up to a pixel larger, never smaller.
+    for measured, drawn in ((pose_left.half_w, 0.21 * SIDE * SMALL / 96), (pose_left.half_h, 1.2 * 0.21 * SIDE / 3)):
+        assert np.all((measured > 0.95 * drawn) & (measured < drawn + 2)), (measured, drawn)
+    background = np.zeros((1, 8, 8, 3), np.uint8) + np.uint8(ident.background)
+    assert np.isnan(face_pose(background, ident).cx[0])  # no face pixels, no face
+
+
+def test_masks_move_and_widen():
+    mask = np.zeros((32, 32), np.float32)
+    mask[8:24, 10:22] = 1
+    assert mask_box(mask) == (10, 8, 22, 24)
+    assert mask_box(shift_mask(mask, 3)) == (13, 8, 25, 24)
+    assert mask_box(shift_mask(mask, -3)) == (7, 8, 19, 24)
+    assert mask_box(widen_mask(mask, 1.5)) == (7, 4, 25, 28)
+    assert shift_mask(mask, 3).sum() == mask.sum()
+
+
+def test_spearman_matches_scipy():
+    rng = np.random.default_rng(0)
+    for a, b in ((rng.normal(size=7), rng.normal(size=7)), ([1, 2, 3, 4], [0.5, 0.4, 0.9, 1.0]),
+                 ([1, 2, 2, 3], [3, 1, 1, 2])):
+        assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+
+
+def test_speed_and_locator_summaries():
+    results = [SpeedResult("a", s, v, 0.1) for s, v in ((0.1, 0.5), (1.0, 0.9), (2.0, 1.4))]
+    results += [SpeedResult("a", None, 1.1, 0.6)]
+    summary = speed_summary(results, (0.1, 1.0, 2.0))
+    assert summary["spearman"] == 1.0 and summary["settings"]["1"]["velocity_mean"] == 0.9
+    assert summary["velocity_std_with_speed"] == pytest.approx(0.1) and summary["velocity_std_without"] == 0.6
+    box = (0.0, 0.0, 32.0, 32.0)
+    located = [LocatorResult("a", "portrait", box, 16.0, 16.0, 1.0), LocatorResult("a", "left", box, 13.5, 16.0, 1.0),
+               LocatorResult("a", "right", box, 17.0, 16.0, 1.0), LocatorResult("a", "wide", box, 16.0, 16.0, 0.5)]
+    s = locator_summary(located, 3, 1.0)
+    assert s["face_shift"] == {"a_left": -2.5, "a_right": 1.0}
+    assert s["shift_error_mean"] == pytest.approx(1.25) and s["shift_error_max"] == 2.0 and s["inside_wide"] == 0.5
