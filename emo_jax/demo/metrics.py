@@ -62,7 +62,7 @@ def face_pose(frames_THWC: np.ndarray, ident: Identity) -> FacePose:
     return FacePose(*out)
 
 
-def head_roll(frames_THWC: np.ndarray, reference_HWC: np.ndarray, max_angle: float = 30.0,
+def head_roll(frames_THWC: np.ndarray, reference_HWC: np.ndarray, max_angle: float = 40.0,
               step: float = 1.0) -> np.ndarray:
     """Per frame, the in-plane head angle (degrees, counter-clockwise on screen positive) relative to the reference
     crop: the centre of the reference (where emo-generate frames the face), turned by every angle in +-max_angle,

@@ -8,8 +8,8 @@ from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, 
                                    speed_summary, widen_mask)
 from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
                                   roll_velocity)
-from emo_jax.demo.synthetic import (HeadMotion, head_motion, loudness_per_frame, make_identities, reference_image,
-                                    render_video, roll_track, speech_audio)
+from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, HeadMotion, head_motion, loudness_per_frame, make_identities,
+                                    reference_image, render_video, roll_track, speech_audio)
 
 FPS, SIDE, SMALL = 25, 128, 32
 
@@ -50,10 +50,10 @@ def test_continuity_separates_boundary_jumps():
 def test_roll_track_turns_at_the_given_speed_between_the_ends():
     speeds = np.where(np.arange(300) < 150, 0.8, 2.5)
     roll = roll_track(speeds, 0.1)
-    assert np.abs(roll).max() <= 18.0 + 1e-9
+    assert np.abs(roll).max() <= ROLL_AMPLITUDE + 1e-9
     steps = np.abs(np.diff(roll))
     # Away from the turning points (where part of a step goes back) every step is the speed of its frame.
-    straight = np.abs(roll[1:]) < 18 - 2.5
+    straight = np.abs(roll[1:]) < ROLL_AMPLITUDE - 2.5
     assert np.allclose(steps[straight], speeds[1:][straight])
     assert np.all(roll_track(np.zeros(50), 0.3) == roll_track(np.zeros(50), 0.3)[0])
 
