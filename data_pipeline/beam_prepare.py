@@ -99,9 +99,8 @@ def run_pipeline(paths: Sequence[str], output: str, cfg: PrepareConfig, workers:
         if _caused_by(e, KeyboardInterrupt):
             raise KeyboardInterrupt from e
         raise
-    try:
-        counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
-    except NotImplementedError:  # PipelineResult.metrics() of a runner that keeps none
+    counters = _counters(result)
+    if counters is None:
         log.info("the %s runner reports no Beam metrics; manifest.json counts every input and skip", runner)
         return {}
     totals: dict[str, int] = {}
@@ -109,6 +108,16 @@ def run_pipeline(paths: Sequence[str], output: str, cfg: PrepareConfig, workers:
         totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + int(c.committed or c.attempted or 0)
     log.info("Beam counters: %s", ", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none")
     return totals
+
+
+def _counters(result) -> list | None:
+    """This pipeline's counters from a finished run, or None from a runner that keeps no metrics (Beam's base
+    PipelineResult.metrics() raises NotImplementedError for those)."""
+    try:
+        metrics = result.metrics()
+    except NotImplementedError:
+        return None
+    return metrics.query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
 
 
 def _caused_by(error: BaseException, kind: type) -> bool:

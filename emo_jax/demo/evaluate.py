@@ -245,18 +245,21 @@ def measure_locator(gen: Generator, idents: list[Identity], portraits: list[str]
     return results, rows
 
 
-def locator_summary(results: list[LocatorResult], shift: int, scale: float) -> dict:
+def locator_summary(results: list[LocatorResult]) -> dict:
     """Per moved mask: the face's centre shift against the portrait-mask video of the same identity, its error
-    against the mask's shift (in generated-frame pixels), and the share of frames inside the widened mask."""
+    against the move of the mask's box centre (in generated-frame pixels), and the share of frames inside the
+    widened mask."""
     by = {(r.identity, r.mask): r for r in results}
-    errors, moves = [], {}
+    centre = lambda box: (box[0] + box[2]) / 2  # noqa: E731
+    errors, moves, wanted = [], {}, []
     for (ident, label), r in by.items():
         if label in ("left", "right"):
-            moved = r.face_cx - by[(ident, "portrait")].face_cx
-            want = (-1 if label == "left" else 1) * shift * scale
+            own = by[(ident, "portrait")]
+            moved, want = r.face_cx - own.face_cx, centre(r.mask_box) - centre(own.mask_box)
             errors.append(abs(moved - want))
+            wanted.append(abs(want))
             moves[f"{ident}_{label}"] = moved
-    return {"mask_shift": shift * scale, "face_shift": moves, "shift_error_mean": float(np.mean(errors)),
+    return {"mask_shift": float(np.mean(wanted)), "face_shift": moves, "shift_error_mean": float(np.mean(errors)),
             "shift_error_max": float(np.max(errors)),
             "inside_wide": float(np.mean([r.inside for r in results if r.mask == "wide"])),
             "inside_portrait": float(np.mean([r.inside for r in results if r.mask == "portrait"]))}

@@ -167,21 +167,13 @@ def run(out: str, quick: bool, seed: int = 0) -> dict:
     phases.close()
     controls = {"speed": speed_summary(speeds, tuple(d.speed_settings)),
                 "speed_videos": [dataclasses.asdict(r) for r in speeds],
-                "face_locator": locator_summary(located, d.locator_shift, c2.data.size / gen_mask_size(c2)),
+                "face_locator": locator_summary(located),
                 "face_locator_videos": [dataclasses.asdict(r) for r in located],
                 "audio_layers_unchanged_by_stage3": groups_unchanged(path("stage2"), path("stage3"), AUDIO_GROUPS)}
     metrics = summarise(out, results, phases.seconds, quick, c1, c2, manifest, c3, controls)
     with open(path("metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
     return metrics
-
-
-def gen_mask_size(config: ml_collections.ConfigDict) -> int:
-    """Side of the face mask the model reads (the face locator's input)."""
-    from emo_jax.config import model_config
-    from emo_jax.models.emo import face_mask_size
-
-    return face_mask_size(model_config(config), config.model.latent_size)
 
 
 def groups_unchanged(before: str, after: str, groups: tuple[str, ...]) -> bool:

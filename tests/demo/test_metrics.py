@@ -128,9 +128,10 @@ def test_speed_and_locator_summaries():
     summary = speed_summary(results, (0.1, 1.0, 2.0))
     assert summary["spearman"] == 1.0 and summary["settings"]["1"]["velocity_mean"] == 0.9
     assert summary["velocity_std_with_speed"] == pytest.approx(0.1) and summary["velocity_std_without"] == 0.6
-    box = (0.0, 0.0, 32.0, 32.0)
-    located = [LocatorResult("a", "portrait", box, 16.0, 16.0, 1.0), LocatorResult("a", "left", box, 13.5, 16.0, 1.0),
-               LocatorResult("a", "right", box, 17.0, 16.0, 1.0), LocatorResult("a", "wide", box, 16.0, 16.0, 0.5)]
-    s = locator_summary(located, 3, 1.0)
+    box, left, right = (3.0, 3.0, 29.0, 29.0), (0.0, 3.0, 26.0, 29.0), (6.0, 3.0, 32.0, 29.0)
+    located = [LocatorResult("a", "portrait", box, 16.0, 16.0, 1.0), LocatorResult("a", "left", left, 13.5, 16.0, 1.0),
+               LocatorResult("a", "right", right, 17.0, 16.0, 1.0), LocatorResult("a", "wide", box, 16.0, 16.0, 0.5)]
+    s = locator_summary(located)
+    assert s["mask_shift"] == 3.0
     assert s["face_shift"] == {"a_left": -2.5, "a_right": 1.0}
     assert s["shift_error_mean"] == pytest.approx(1.25) and s["shift_error_max"] == 2.0 and s["inside_wide"] == 0.5
