@@ -3,7 +3,9 @@
 XLA's cost analysis counts the body of a loop once (a `lax.map` over query chunks, a `lax.scan` of sampler
 steps), so a program with loops reports a fraction of its work. Counting the jaxpr instead multiplies every scan
 body by its length, follows remat (the recomputed forward inside the backward pass is counted again) and custom
-derivative rules, and takes the costlier branch of a `cond`. Only dot_general and conv_general_dilated are
+derivative rules, and takes the costlier branch of a `cond`, except a `lax.platform_dependent` choice: there it
+counts the branch for an accelerator (the default one), the program emo-compile and benchmarks/gpu.py measure,
+not a CPU-only form (emo_jax.models.attention's blocked CPU attention). Only dot_general and conv_general_dilated are
 counted (2 FLOPs per multiply-add): the usual "model FLOPs", which elementwise work adds a few percent to.
 """
 from __future__ import annotations
@@ -58,11 +60,25 @@ def _sub_jaxprs(value) -> list:
     return []
 
 
-def _count(jaxpr) -> tuple[float, int, int]:
+def _accelerator_branch(platforms: tuple) -> int:
+    """The branch of a platform_dependent choice that an accelerator runs: the default (platforms None), else
+    the first one naming a platform other than the CPU."""
+    for i, names in enumerate(platforms):
+        if names is None:
+            return i
+    return next(i for i, names in enumerate(platforms) if any(n != "cpu" for n in names))
+
+
+def _count(jaxpr, platform_vars: dict | None = None) -> tuple[float, int, int]:
+    """(FLOPs, while loops, opaque kernels). platform_vars: the variables of `jaxpr` that hold a
+    platform_index, with its platforms (from an eqn here, or passed in by an enclosing call)."""
     flops, loops, opaque = 0.0, 0, 0
+    platform_vars = dict(platform_vars or {})
     for eqn in jaxpr.eqns:
         name = eqn.primitive.name
-        if name == "dot_general":
+        if name == "platform_index":
+            platform_vars[eqn.outvars[0]] = eqn.params["platforms"]
+        elif name == "dot_general":
             flops += _dot_flops(eqn)
         elif name == "conv_general_dilated":
             flops += _conv_flops(eqn)
@@ -73,14 +89,22 @@ def _count(jaxpr) -> tuple[float, int, int]:
             else:
                 opaque += 1
         elif name == "cond":
-            branches = [_count(j) for j in _sub_jaxprs(eqn.params["branches"])]
-            best = max(branches, key=lambda c: c[0])
-            flops, loops, opaque = flops + best[0], loops + best[1], opaque + best[2]
+            branches = _sub_jaxprs(eqn.params["branches"])
+            index = eqn.invars[0]
+            if isinstance(index, jcore.Var) and index in platform_vars:
+                chosen = _count(branches[_accelerator_branch(platform_vars[index])])
+            else:
+                chosen = max((_count(j) for j in branches), key=lambda c: c[0])
+            flops, loops, opaque = flops + chosen[0], loops + chosen[1], opaque + chosen[2]
         else:
             times = eqn.params["length"] if name == "scan" else 1
             loops += name == "while"
             for sub in (j for v in eqn.params.values() for j in _sub_jaxprs(v)):
-                f, w, o = _count(sub)
+                # A call whose inputs are its body's inputs (jit, remat, custom rules) passes platform indices on.
+                inner = {v: platform_vars[outer] for v, outer in zip(sub.invars, eqn.invars)
+                         if isinstance(outer, jcore.Var) and outer in platform_vars} \
+                    if len(sub.invars) == len(eqn.invars) else {}
+                f, w, o = _count(sub, inner)
                 flops, loops, opaque = flops + times * f, loops + w, opaque + o
     return flops, loops, opaque
 

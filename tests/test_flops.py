@@ -158,3 +158,28 @@ def test_splash_kernels_flops_join_the_count_and_the_estimate():
     floor = visible.flops / chip.peak_bf16_flops
     assert add_kernel_flops(counts, floor / 2, "roofline of xla costs", kernel, chip)[1] == pytest.approx(floor)
     assert add_kernel_flops(counts, 0.5, "xla", 0.0, chip) == (counts, 0.5, "xla")
+
+
+def test_platform_dependent_attention_counts_the_accelerator_branch():
+    """Plain XLA attention runs a blocked CPU form on a CPU (its gradient recomputes the scores: one matmul more)
+    and all scores at once elsewhere; the count is of the accelerators' program, whatever host traces it, also
+    under remat. A cond that is not a platform choice still counts its costlier branch."""
+    from emo_jax.models.attention import _dense_attention, _xla_attention
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 256, 4, 16)), jnp.float32) for _ in range(3))
+    lengths = jnp.asarray([256, 100], jnp.int32)
+
+    def grad_of(fn):
+        return jax.value_and_grad(lambda q, k, v: (fn(q, k, v, lengths) ** 2).sum(), argnums=(0, 1, 2))
+
+    dense = jaxpr_flops(grad_of(_dense_attention), q, k, v).flops
+    assert dense == 6 * 2 * (2 * 4 * 256 * 256 * 16)  # two matmuls forward, four backward
+    assert jaxpr_flops(grad_of(_xla_attention), q, k, v).flops == dense
+    rematted = jaxpr_flops(grad_of(jax.checkpoint(_dense_attention)), q, k, v).flops
+    assert rematted > dense and jaxpr_flops(grad_of(jax.checkpoint(_xla_attention)), q, k, v).flops == rematted
+
+    def either(x, w):
+        return jax.lax.cond(x.sum() > 0, lambda: x @ w @ w, lambda: x @ w)
+
+    assert jaxpr_flops(either, jnp.ones((4, 4)), jnp.ones((4, 4))).flops == 2 * 2 * 4 * 4 * 4

@@ -32,6 +32,15 @@ def _key_mask(kv_lengths_B, keys: int):
 
 
 def _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
+    """Plain XLA attention; on a CPU, the same math in cache-sized blocks (`_cpu_attention`)."""
+    if kv_lengths_B is None:
+        return jax.lax.platform_dependent(q_BLHD, k_BSHD, v_BSHD, cpu=_cpu_attention, default=_dense_attention)
+    return jax.lax.platform_dependent(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, cpu=_cpu_attention,
+                                      default=_dense_attention)
+
+
+def _dense_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
+    """All scores at once, [B, H, L, S] (what TPUs and GPUs were measured with: compile_plan, gpu.json)."""
     scale = q_BLHD.shape[-1] ** -0.5
     scores = jnp.einsum("blhd,bshd->bhls", q_BLHD, k_BSHD, preferred_element_type=jnp.float32) * scale
     if kv_lengths_B is not None:
@@ -39,6 +48,112 @@ def _xla_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
                            jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BSHD.dtype)
     return jnp.einsum("bhls,bshd->blhd", probs, v_BSHD)
+
+
+# Bytes of float32 scores one block of `_cpu_attention` holds: a few MB stay in a CPU's caches. On 2 cores,
+# 4-8 MB ran 256 x 512-key attentions 4.6x faster forward and 1.5x with gradients than all scores at once;
+# 16 MB and more lost most of it (benchmarks/cpu_shapes.py).
+CPU_SCORE_BLOCK_BYTES = 4 << 20
+# Below this many scores per (example, head) blocking costs more than it saves (temporal and audio attentions).
+_CPU_BLOCK_MIN_SCORES = 1 << 16
+
+
+def _cpu_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B=None):
+    """The same attention laid out for a CPU: heads folded into the batch ([B * H, L, D], each head's rows
+    contiguous), softmax normalised after the value product (one pass less over the scores), a gradient that
+    recomputes the scores from the saved row log-sum-exp (`_rows_attention`), and, where one head's scores are
+    large, a block of heads (or of queries) at a time under lax.map so each block's scores stay in cache. Equal
+    to `_dense_attention` within float32 rounding, values and gradients (tests)."""
+    b, length, heads, head_dim = q_BLHD.shape
+    keys = k_BSHD.shape[1]
+    fold = lambda t: t.transpose(0, 2, 1, 3).reshape(b * heads, t.shape[1], head_dim)  # noqa: E731
+    q, k, v = fold(q_BLHD), fold(k_BSHD), fold(v_BSHD)
+    full = jnp.full((b,), keys, jnp.int32) if kv_lengths_B is None else kv_lengths_B.astype(jnp.int32)
+    lengths = jnp.repeat(full, heads)
+    if length * keys * 4 <= CPU_SCORE_BLOCK_BYTES:
+        out = _rows_attention(q, k, v, lengths)
+    else:  # blocks of queries, every head's keys whole (sequences no CPU trains on: 2,048 x 4,096 and up)
+        rows = max(1, CPU_SCORE_BLOCK_BYTES // (keys * 4))
+        pad = -length % rows
+        q_CNRD = jnp.pad(q, ((0, 0), (0, pad), (0, 0))).reshape(b * heads, -1, rows, head_dim).swapaxes(0, 1)
+        out = jax.lax.map(lambda qc: _rows_attention(qc, k, v, lengths), q_CNRD)
+        out = out.swapaxes(0, 1).reshape(b * heads, -1, head_dim)[:, :length]
+    return out.reshape(b, heads, length, head_dim).transpose(0, 2, 1, 3)
+
+
+def _scores(q_NLD, k_NSD, lengths_N):
+    """Scaled float32 scores [N, L, S], keys past each row's length at the float32 minimum."""
+    scores = jnp.einsum("nld,nsd->nls", q_NLD, k_NSD, preferred_element_type=jnp.float32) * q_NLD.shape[-1] ** -0.5
+    return jnp.where(jnp.arange(k_NSD.shape[1])[None, None, :] < lengths_N[:, None, None], scores,
+                     jnp.finfo(jnp.float32).min)
+
+
+def _attend(q_NLD, k_NSD, v_NSD, lengths_N):
+    """(attention output [N, L, D], row log-sum-exp of the scores [N, L])."""
+    scores = _scores(q_NLD, k_NSD, lengths_N)
+    top = jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True))  # a constant of the softmax
+    weights = jnp.exp(scores - top)
+    total = weights.sum(axis=-1, keepdims=True)
+    out = jnp.einsum("nls,nsd->nld", weights.astype(v_NSD.dtype), v_NSD, preferred_element_type=jnp.float32)
+    return (out / total).astype(v_NSD.dtype), (top + jnp.log(total))[..., 0]
+
+
+def _block_rows(per_row_scores: int, n: int) -> int:
+    """Rows (heads of examples) per block: as many as fit CPU_SCORE_BLOCK_BYTES of scores; all of them when the
+    scores are small (temporal and audio attentions), where blocking costs more than it saves."""
+    if per_row_scores < _CPU_BLOCK_MIN_SCORES:
+        return n
+    return max(1, min(n, CPU_SCORE_BLOCK_BYTES // (per_row_scores * 4)))
+
+
+@jax.custom_vjp
+def _rows_attention(q_NLD, k_NSD, v_NSD, lengths_N):
+    return _rows_attention_fwd(q_NLD, k_NSD, v_NSD, lengths_N)[0]
+
+
+def _rows_attention_fwd(q_NLD, k_NSD, v_NSD, lengths_N):
+    rows = _block_rows(q_NLD.shape[1] * k_NSD.shape[1], q_NLD.shape[0])
+    out, lse = _in_blocks(lambda q, k, v, n: _attend(q, k, v, n), (q_NLD, k_NSD, v_NSD, lengths_N), rows)
+    return out, (q_NLD, k_NSD, v_NSD, lengths_N, out, lse)
+
+
+def _rows_attention_bwd(residuals, d_out_NLD):
+    """Softmax attention's gradient from the saved output and log-sum-exp, block by block as the forward:
+    P = exp(S - lse), dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)), dQ = dS K / sqrt(d), dK = dS^T Q / sqrt(d)."""
+    q_NLD, k_NSD, v_NSD, lengths_N, out_NLD, lse_NL = residuals
+    scale = q_NLD.shape[-1] ** -0.5
+
+    def block(q, k, v, n, out, lse, d_out):
+        probs = jnp.exp(_scores(q, k, n) - lse[..., None])
+        d_out32 = d_out.astype(jnp.float32)
+        d_v = jnp.einsum("nls,nld->nsd", probs, d_out32)
+        d_probs = jnp.einsum("nld,nsd->nls", d_out32, v.astype(jnp.float32))
+        delta = (d_out32 * out.astype(jnp.float32)).sum(axis=-1, keepdims=True)
+        d_scores = probs * (d_probs - delta) * scale
+        d_q = jnp.einsum("nls,nsd->nld", d_scores, k.astype(jnp.float32))
+        d_k = jnp.einsum("nls,nld->nsd", d_scores, q.astype(jnp.float32))
+        return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype)
+
+    rows = _block_rows(q_NLD.shape[1] * k_NSD.shape[1], q_NLD.shape[0])
+    d_q, d_k, d_v = _in_blocks(block, (q_NLD, k_NSD, v_NSD, lengths_N, out_NLD, lse_NL, d_out_NLD), rows)
+    return d_q, d_k, d_v, None
+
+
+_rows_attention.defvjp(_rows_attention_fwd, _rows_attention_bwd)
+
+
+def _in_blocks(fn, arrays: tuple, rows: int):
+    """fn over the leading axis `rows` at a time (lax.map over blocks, the last one padded; one call when `rows`
+    covers them all). Integer arrays (key lengths) are padded with 1, so padded rows attend to one key."""
+    n = arrays[0].shape[0]
+    if rows >= n:
+        return fn(*arrays)
+    pad = -n % rows
+    blocked = tuple(jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1),
+                            constant_values=1 if jnp.issubdtype(a.dtype, jnp.integer) else 0)
+                    .reshape((-1, rows) + a.shape[1:]) for a in arrays)
+    out = jax.lax.map(lambda block: fn(*block), blocked)
+    return jax.tree.map(lambda o: o.reshape((-1,) + o.shape[2:])[:n], out)
 
 
 def _chunked_attention(q_BLHD, k_BSHD, v_BSHD, kv_lengths_B, chunk: int):
