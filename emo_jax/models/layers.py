@@ -13,13 +13,51 @@ from emo_jax.models.partitioning import conv_init, dense_init, ones_init, zeros_
 
 
 def conv(features: int, kernel: int = 3, stride: int = 1, name: str | None = None, zero: bool = False,
-         dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> nn.Conv:
+         dtype: Any = jnp.float32, param_dtype: Any = jnp.float32) -> Conv2D:
     """A 2D convolution with torch's symmetric padding (kernel // 2)."""
     pad = kernel // 2
-    kinit = zeros_init((None, None, "conv_in", "conv_out")) if zero else conv_init()
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                   kernel_init=kinit, bias_init=zeros_init(("conv_out",)), name=name, dtype=dtype,
-                   param_dtype=param_dtype)
+    return Conv2D(features, kernel, stride, ((pad, pad), (pad, pad)), zero=zero, name=name, dtype=dtype,
+                  param_dtype=param_dtype)
+
+
+# Outputs with fewer pixels than this run as one matmul over gathered patches instead of XLA's convolution: on
+# a CPU, XLA ran a 3x3 conv of [24, 2, 2, 256] at 9 GFLOP/s (12.9 ms) and the same patches matmul in 1.0 ms;
+# from 4x4 up its convolution is as fast or faster (benchmarks/cpu_shapes.py). SD1.5 at 512 px never gets there
+# (its smallest level is 8x8); small latents do.
+PATCHES_BELOW_PIXELS = 16
+
+
+class Conv2D(nn.Module):
+    """flax.linen.Conv's parameters ("kernel" [k, k, in, out], "bias" [out]) and result, NHWC, with explicit
+    padding; an output smaller than PATCHES_BELOW_PIXELS is computed as a matmul over its k x k patches."""
+
+    features: int
+    kernel: int = 3
+    stride: int = 1
+    padding: tuple[tuple[int, int], tuple[int, int]] = ((1, 1), (1, 1))
+    zero: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_NHWC):
+        k, s = self.kernel, self.stride
+        kinit = zeros_init((None, None, "conv_in", "conv_out")) if self.zero else conv_init()
+        kernel = self.param("kernel", kinit, (k, k, x_NHWC.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", zeros_init(("conv_out",)), (self.features,), self.param_dtype)
+        x, kernel, bias = (jnp.asarray(a, self.dtype) for a in (x_NHWC, kernel, bias))
+        (top, bottom), (left, right) = self.padding
+        out_h = (x.shape[1] + top + bottom - k) // s + 1
+        out_w = (x.shape[2] + left + right - k) // s + 1
+        if k > 1 and out_h * out_w < PATCHES_BELOW_PIXELS:
+            padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+            patches = jnp.concatenate([padded[:, i:i + s * (out_h - 1) + 1:s, j:j + s * (out_w - 1) + 1:s]
+                                       for i in range(k) for j in range(k)], axis=-1)
+            y = patches @ kernel.reshape(-1, self.features)
+        else:
+            y = jax.lax.conv_general_dilated(x, kernel, (s, s), self.padding,
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y + bias
 
 
 def group_norm(groups: int, eps: float, name: str | None = None, dtype: Any = jnp.float32,
@@ -93,9 +131,8 @@ class Downsample2D(nn.Module):
     @nn.compact
     def __call__(self, x_NHWC):
         padding = ((0, 1), (0, 1)) if self.pad_right else ((1, 1), (1, 1))
-        return nn.Conv(self.channels, (3, 3), strides=(2, 2), padding=padding, name="conv",
-                       kernel_init=conv_init(), bias_init=zeros_init(("conv_out",)), dtype=self.dtype,
-                       param_dtype=self.param_dtype)(x_NHWC)
+        return Conv2D(self.channels, 3, 2, padding, name="conv", dtype=self.dtype,
+                      param_dtype=self.param_dtype)(x_NHWC)
 
 
 class Upsample2D(nn.Module):
