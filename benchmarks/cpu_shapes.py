@@ -82,37 +82,12 @@ def _time(fn, repeats: int) -> tuple[float, float]:
 
 
 def measure_train(config, trainable: tuple[str, ...], repeats: int) -> dict:
-    import flax.linen as nn
-    import jax
-    import numpy as np
-
-    from emo_jax.batch import batch_spec, random_batch
-    from emo_jax.sharding import make_mesh, replicated
-    from emo_jax.train.state import StateFactory
-    from emo_jax.train.step import make_train_step
-    from emo_jax.train.train import global_batch, load_encoders
+    from compiled_step import compile_train_step
 
     config.train.trainable = trainable
-    mesh = make_mesh(config.mesh.shape, jax.devices()[:1])
-    factory = StateFactory(config, mesh)
-    batch = random_batch(batch_spec(config), 1, np.random.default_rng(0), encoded=True)
-    keys = sorted(batch)
-    encs, frozen = load_encoders(config, keys, random_init=True)
-    frozen = jax.device_put(frozen, replicated(mesh))
-    step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs), donate_argnums=0)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
-        holder = {"state": factory.create(config.seed)}
-        device_batch = global_batch(batch, mesh, keys)
-        start = time.perf_counter()
-        compiled = step.lower(holder["state"], frozen, device_batch).compile()
-        compile_s = time.perf_counter() - start
-
-        def call():
-            holder["state"], metrics = compiled(holder["state"], frozen, device_batch)
-            return metrics
-
-        _, run_s = _time(call, repeats)
-    return {"compile_s": compile_s, "run_s": run_s, "flops": _flops(compiled)}
+    step = compile_train_step(config, encoded=True)
+    _, run_s = _time(step.run, repeats)
+    return {"compile_s": step.compile_s, "run_s": run_s, "flops": _flops(step.compiled)}
 
 
 def _sampler_setup(config):

@@ -20,17 +20,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from emo_jax.batch import batch_spec, random_batch  # noqa: E402
+from compiled_step import compile_train_step  # noqa: E402
 from emo_jax.config import load_config  # noqa: E402
-from emo_jax.sharding import make_mesh, replicated  # noqa: E402
-from emo_jax.train.state import StateFactory  # noqa: E402
-from emo_jax.train.step import make_train_step  # noqa: E402
-from emo_jax.train.train import global_batch, load_encoders  # noqa: E402
 
 
 def matmul_flops_per_s(n: int = 1024, repeats: int = 10) -> float:
@@ -61,33 +56,22 @@ def configs() -> dict:
 
 
 def measure(config, steps: int) -> dict:
-    mesh = make_mesh(config.mesh.shape, jax.devices()[:1])
-    factory = StateFactory(config, mesh)
-    batch = random_batch(batch_spec(config), config.train.batch_size, np.random.default_rng(0))
-    keys = sorted(batch)
-    encs, frozen = load_encoders(config, keys, random_init=True)
-    frozen = jax.device_put(frozen, replicated(mesh))
-    step = jax.jit(make_train_step(config, factory.model, factory.tx, factory.mask, encs), donate_argnums=0)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(config.mesh.rules):
-        state, device_batch = factory.create(config.seed), global_batch(batch, mesh, keys)
+    step = compile_train_step(config, encoded=False)
+    metrics = step.run()
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
         start = time.perf_counter()
-        compiled = step.lower(state, frozen, device_batch).compile()
-        compile_s = time.perf_counter() - start
-        state, metrics = compiled(state, frozen, device_batch)
+        metrics = step.run()
         jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = compiled(state, frozen, device_batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
-    cost = compiled.cost_analysis()
+        times.append(time.perf_counter() - start)
+    cost = step.compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     step_s = float(np.median(times))
     flops = float(cost.get("flops", float("nan")))
     return {"batch": config.train.batch_size, "frames": config.model.clip_frames, "pixels": config.data.size,
-            "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.params))),
-            "compile_s": compile_s, "step_s": step_s, "examples_per_s": config.train.batch_size / step_s,
+            "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(step.state().params))),
+            "compile_s": step.compile_s, "step_s": step_s, "examples_per_s": config.train.batch_size / step_s,
             "flops_per_step": flops, "flops_per_s": flops / step_s, "loss": float(metrics["loss"])}
 
 
