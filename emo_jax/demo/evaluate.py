@@ -108,20 +108,30 @@ def write_sheet(rows: list[np.ndarray], path: str) -> None:
     contact_sheet(sheet, path, cols=SHEET_COLUMNS, max_frames=len(sheet))
 
 
+# A video whose head roll is readable in fewer of its frames than this is left out of the speed summary (counted
+# there): its velocity would come from a few scattered frames.
+MIN_READABLE = 0.5
+
+
 @dataclasses.dataclass(frozen=True)
 class SpeedResult:
     """Measured head roll velocity (degrees per frame, from the generated frames) of one video."""
 
     identity: str
     setting: float | None  # the constant speed a stage-3 model was driven at; None: the stage-2 model (no speed layers)
-    velocity_mean: float
-    velocity_std: float  # over the video's frames
+    velocity_mean: float  # over the frames whose velocity is readable (NaN if none)
+    velocity_std: float
+    readable: float = 1.0  # the fraction of frames with a readable velocity (head_roll found the head's turn)
 
 
 def speed_result(identity: str, setting: float | None, frames: np.ndarray, reference: np.ndarray) -> SpeedResult:
-    """The head's roll velocity in generated frames, the roll read against the reference crop (head_roll)."""
+    """The head's roll velocity in generated frames, the roll read against the reference crop (head_roll) and
+    differenced as emo-prepare's speed label (roll_velocity); unreadable frames are left out and counted."""
     v = roll_velocity(head_roll(frames, reference))
-    return SpeedResult(identity, setting, float(v.mean()), float(v.std()))
+    ok = v[np.isfinite(v)]
+    if not len(ok):
+        return SpeedResult(identity, setting, float("nan"), float("nan"), 0.0)
+    return SpeedResult(identity, setting, float(ok.mean()), float(ok.std()), len(ok) / len(v))
 
 
 def measure_speed(gen: Generator, idents: list[Identity], portraits: list[str], audio_paths: list[str],
@@ -161,18 +171,24 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 def speed_summary(results: list[SpeedResult], settings: tuple[float, ...]) -> dict:
     """Per setting (and for the stage-2 model, "none"): mean over videos of the mean velocity, and the mean over
-    videos of the per-frame spread; Spearman's correlation of the settings with the mean velocities."""
+    videos of the per-frame spread; Spearman's correlation of the settings with the mean velocities. Videos read in
+    fewer than MIN_READABLE of their frames are left out and counted ("unreadable_videos"); a setting left with no
+    video reads NaN, and so does the correlation."""
     def pooled(setting):
-        rs = [r for r in results if r.setting == setting]
-        return {"velocity_mean": float(np.mean([r.velocity_mean for r in rs])),
-                "velocity_std": float(np.mean([r.velocity_std for r in rs])), "videos": len(rs)}
+        rs = [r for r in results if r.setting == setting and r.readable >= MIN_READABLE]
+        mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+        return {"velocity_mean": mean([r.velocity_mean for r in rs]), "velocity_std": mean([r.velocity_std for r in rs]),
+                "videos": len(rs)}
 
     per = {f"{s:g}": pooled(s) for s in settings}
     none = pooled(None)
     std_with = float(np.mean([per[f"{s:g}"]["velocity_std"] for s in settings]))
+    velocities = [per[f"{s:g}"]["velocity_mean"] for s in settings]
     return {"settings": per, "no_speed_layers": none,
-            "spearman": spearman(list(settings), [per[f"{s:g}"]["velocity_mean"] for s in settings]),
-            "velocity_std_with_speed": std_with, "velocity_std_without": none["velocity_std"]}
+            "spearman": spearman(list(settings), velocities) if np.isfinite(velocities).all() else float("nan"),
+            "velocity_std_with_speed": std_with, "velocity_std_without": none["velocity_std"],
+            "unreadable_videos": [dataclasses.asdict(r) for r in results if r.readable < MIN_READABLE],
+            "min_readable": MIN_READABLE}
 
 
 def shift_mask(mask: np.ndarray, dx: int) -> np.ndarray:

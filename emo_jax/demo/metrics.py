@@ -11,6 +11,7 @@ import numpy as np
 from emo_jax.demo.synthetic import EYES, MOUTH, NOSE, Identity
 from emo_jax.eval import clips
 from emo_jax.eval.clips import continuity, identity_accuracy, pearson
+from emo_jax.faces.head_pose import rotation_speed, smooth_rotations
 
 __all__ = ["FacePose", "continuity", "face_pixels", "face_pose", "head_roll", "identity_accuracy", "mouth_opening",
            "pearson", "roll_velocity"]
@@ -67,7 +68,9 @@ def head_roll(frames_THWC: np.ndarray, reference_HWC: np.ndarray, max_angle: flo
     """Per frame, the in-plane head angle (degrees, counter-clockwise on screen positive) relative to the reference
     crop: the centre of the reference (where emo-generate frames the face), turned by every angle in +-max_angle,
     is matched anywhere in the frame (normalised cross-correlation over the three channels, which ignores a colour
-    drift's offset and scale); the best angle is refined by a parabola through its neighbours' scores."""
+    drift's offset and scale); the best angle is refined by a parabola through its neighbours' scores. A frame
+    whose best angle is an end of the range (no turn within it matches better than a bigger one might) is NaN:
+    unreadable, not a reading of +-max_angle."""
     side = reference_HWC.shape[0]
     half = int(round(0.65 * side)) // 2
     centre = side / 2
@@ -85,19 +88,23 @@ def head_roll(frames_THWC: np.ndarray, reference_HWC: np.ndarray, max_angle: flo
         f = blur(frame)
         scores = np.array([cv2.matchTemplate(f, t, cv2.TM_CCOEFF_NORMED).max() for t in templates])
         j = int(scores.argmax())
-        shift = 0.0
-        if 0 < j < len(angles) - 1:
-            left, mid, right = scores[j - 1:j + 2]
-            curve = left - 2 * mid + right
-            shift = 0.5 * (left - right) / curve if curve < 0 else 0.0
+        if not 0 < j < len(angles) - 1:
+            out[k] = np.nan
+            continue
+        left, mid, right = scores[j - 1:j + 2]
+        curve = left - 2 * mid + right
+        shift = 0.5 * (left - right) / curve if curve < 0 else 0.0
         out[k] = angles[j] + shift * step
     return out
 
 
-def roll_velocity(roll_T: np.ndarray) -> np.ndarray:
-    """|d roll| per frame [T - 1] in degrees, after a 3-frame moving average that takes the pixel noise of small
-    frames off the angle (a drawn turn at constant speed keeps its slope through it)."""
-    roll = np.asarray(roll_T, np.float64)
-    if len(roll) >= 3:
-        roll = np.concatenate([roll[:1], np.convolve(roll, np.ones(3) / 3, mode="valid"), roll[-1:]])
-    return np.abs(np.diff(roll))
+def roll_velocity(roll_T: np.ndarray, smooth_frames: float = 2.0) -> np.ndarray:
+    """|d roll| per frame [T] in degrees, by emo-prepare's own head_pose speed label (HeadPoseSpeed): the roll as a
+    rotation about the view axis, smoothed over `smooth_frames` (the label's sigma) and differenced, so a measured
+    velocity is in the unit and on the scale of the speeds the model was trained and driven with. NaN where a frame
+    or its neighbour is unreadable (NaN roll)."""
+    rad = np.radians(np.asarray(roll_T, np.float64))
+    cos, sin, zero, one = np.cos(rad), np.sin(rad), np.zeros_like(rad), np.ones_like(rad)
+    rotations = np.stack([np.stack([cos, -sin, zero], -1), np.stack([sin, cos, zero], -1),
+                          np.stack([zero, zero, one], -1)], -2)
+    return rotation_speed(smooth_rotations(rotations, smooth_frames))

@@ -241,11 +241,15 @@ def format_table(metrics: dict) -> str:
                  f"|control| <= {t['control_abs_max']}; boundary change close to inside change")
     sp, fl = metrics["speed"], metrics["face_locator"]
     lines.append("")
-    lines.append(f"{'speed setting':<16}{'velocity':>10}{'spread':>8}   (roll, degrees per frame, measured)")
+    lines.append(f"{'speed setting':<16}{'velocity':>10}{'spread':>8}{'videos':>8}   (roll, degrees per frame, "
+                 "measured as the speed label)")
     for name, r in [*sp["settings"].items(), ("none (stage 2)", sp["no_speed_layers"])]:
-        lines.append(f"{name:<16}{r['velocity_mean']:>10.2f}{r['velocity_std']:>8.2f}")
+        lines.append(f"{name:<16}{r['velocity_mean']:>10.2f}{r['velocity_std']:>8.2f}{r['videos']:>8}")
     lines.append(f"Spearman(setting, velocity) {sp['spearman']:.2f} (target >= {t['speed_spearman']}); spread with "
                  f"speed layers {sp['velocity_std_with_speed']:.2f}, without {sp['velocity_std_without']:.2f}")
+    for r in sp["unreadable_videos"]:
+        lines.append(f"  left out: {r['identity']} at speed {r['setting']}, head roll readable in {r['readable']:.0%} "
+                     f"of frames (< {sp['min_readable']:.0%})")
     lines.append(f"face locator: mask moved {fl['mask_shift']:.1f} px, face moved "
                  + ", ".join(f"{k} {v:+.1f}" for k, v in fl["face_shift"].items())
                  + f" px; error mean {fl['shift_error_mean']:.2f} max {fl['shift_error_max']:.2f} px (target < "
