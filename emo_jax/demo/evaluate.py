@@ -13,7 +13,7 @@ from emo_jax import encoders
 from emo_jax.audio.decode import load_audio
 from emo_jax.audio.features import audio_features
 from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
-                                  roll_velocity)
+                                  roll_velocity, share_inside)
 from emo_jax.demo.synthetic import Identity, loudness_per_frame
 from emo_jax.models.vae_codec import VAECodec
 from emo_jax.sample.generate import detect_face, frame_reference
@@ -226,18 +226,17 @@ class LocatorResult:
     mask_box: tuple[float, float, float, float]
     face_cx: float  # mean over frames of the face's centroid
     face_cy: float
-    inside: float  # share of frames whose face (centroid +- 2 sd) lies inside the mask's box
+    inside: float  # mean over frames of the share of the face's pixels inside the mask's box (share_inside)
+    frame: tuple[float, float]  # the generated frames' width and height
 
 
 def locator_result(ident: Identity, name: str, mask: np.ndarray, frames: np.ndarray, scale: float) -> LocatorResult:
     """`scale`: generated-frame pixels per mask pixel."""
     pose = face_pose(frames, ident)
     box = tuple(v * scale for v in mask_box(mask))
-    found = np.isfinite(pose.cx)
-    inside = ((pose.cx - pose.half_w >= box[0] - 0.5) & (pose.cx + pose.half_w <= box[2] + 0.5)
-              & (pose.cy - pose.half_h >= box[1] - 0.5) & (pose.cy + pose.half_h <= box[3] + 0.5) & found)
+    inside = np.nan_to_num(share_inside(frames, ident, box))  # a frame without a face has none of it inside
     return LocatorResult(ident.name, name, box, float(np.nanmean(pose.cx)), float(np.nanmean(pose.cy)),
-                         float(inside.mean()))
+                         float(inside.mean()), (float(frames.shape[2]), float(frames.shape[1])))
 
 
 def measure_locator(gen: Generator, idents: list[Identity], portraits: list[str], audio_paths: list[str],
@@ -263,8 +262,9 @@ def measure_locator(gen: Generator, idents: list[Identity], portraits: list[str]
 
 def locator_summary(results: list[LocatorResult]) -> dict:
     """Per moved mask: the face's centre shift against the portrait-mask video of the same identity, its error
-    against the move of the mask's box centre (in generated-frame pixels), and the share of frames inside the
-    widened mask."""
+    against the move of the mask's box centre (in generated-frame pixels); the share of the face's pixels inside
+    each kind of mask's box (portrait, moved, widened), and which widened boxes are the whole frame (where
+    staying inside says nothing)."""
     by = {(r.identity, r.mask): r for r in results}
     centre = lambda box: (box[0] + box[2]) / 2  # noqa: E731
     errors, moves, wanted = [], {}, []
@@ -278,4 +278,7 @@ def locator_summary(results: list[LocatorResult]) -> dict:
     return {"mask_shift": float(np.mean(wanted)), "face_shift": moves, "shift_error_mean": float(np.mean(errors)),
             "shift_error_max": float(np.max(errors)),
             "inside_wide": float(np.mean([r.inside for r in results if r.mask == "wide"])),
-            "inside_portrait": float(np.mean([r.inside for r in results if r.mask == "portrait"]))}
+            "inside_moved": float(np.mean([r.inside for r in results if r.mask in ("left", "right")])),
+            "inside_portrait": float(np.mean([r.inside for r in results if r.mask == "portrait"])),
+            "wide_is_whole_frame": [r.identity for r in results
+                                    if r.mask == "wide" and tuple(r.mask_box) == (0.0, 0.0, *r.frame)]}

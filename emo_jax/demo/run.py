@@ -253,7 +253,10 @@ def format_table(metrics: dict) -> str:
     lines.append(f"face locator: mask moved {fl['mask_shift']:.1f} px, face moved "
                  + ", ".join(f"{k} {v:+.1f}" for k, v in fl["face_shift"].items())
                  + f" px; error mean {fl['shift_error_mean']:.2f} max {fl['shift_error_max']:.2f} px (target < "
-                 f"{t['shift_error_fraction'] * fl['mask_shift']:.2f}); inside widened mask {fl['inside_wide']:.2f}")
+                 f"{t['shift_error_fraction'] * fl['mask_shift']:.2f})")
+    whole = f" (the whole frame for {', '.join(fl['wide_is_whole_frame'])})" if fl["wide_is_whole_frame"] else ""
+    lines.append(f"face pixels inside the mask: portrait {fl['inside_portrait']:.2f}, moved {fl['inside_moved']:.2f}, "
+                 f"widened {fl['inside_wide']:.2f}{whole} (target >= {t['inside_wide']})")
     lines.append(f"audio layers unchanged by stage 3: {metrics['audio_layers_unchanged_by_stage3']}")
     lines.append("")
     lines += [f"{name:<22}{s:>8.1f} s" for name, s in metrics["seconds"].items()]

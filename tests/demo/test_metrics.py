@@ -7,7 +7,7 @@ from scipy import stats
 from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, mask_box, shift_mask, spearman,
                                    speed_summary, widen_mask)
 from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
-                                  roll_velocity)
+                                  roll_velocity, share_inside)
 from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, HeadMotion, head_motion, loudness_per_frame, make_identities,
                                     reference_image, render_video, roll_track, speech_audio)
 
@@ -162,9 +162,27 @@ def test_speed_and_locator_summaries():
     summary = speed_summary([SpeedResult("b", s, np.nan, np.nan, 0.0) for s in (0.1, 1.0)], (0.1, 1.0))
     assert np.isnan(summary["spearman"]) and summary["settings"]["1"]["videos"] == 0
     box, left, right = (3.0, 3.0, 29.0, 29.0), (0.0, 3.0, 26.0, 29.0), (6.0, 3.0, 32.0, 29.0)
-    located = [LocatorResult("a", "portrait", box, 16.0, 16.0, 1.0), LocatorResult("a", "left", left, 13.5, 16.0, 1.0),
-               LocatorResult("a", "right", right, 17.0, 16.0, 1.0), LocatorResult("a", "wide", box, 16.0, 16.0, 0.5)]
+    frame = (32.0, 32.0)
+    located = [LocatorResult("a", "portrait", box, 16.0, 16.0, 1.0, frame),
+               LocatorResult("a", "left", left, 13.5, 16.0, 0.9, frame),
+               LocatorResult("a", "right", right, 17.0, 16.0, 0.8, frame),
+               LocatorResult("a", "wide", box, 16.0, 16.0, 0.5, frame),
+               LocatorResult("b", "wide", (0.0, 0.0, 32.0, 32.0), 16.0, 16.0, 1.0, frame)]
     s = locator_summary(located)
     assert s["mask_shift"] == 3.0
     assert s["face_shift"] == {"a_left": -2.5, "a_right": 1.0}
-    assert s["shift_error_mean"] == pytest.approx(1.25) and s["shift_error_max"] == 2.0 and s["inside_wide"] == 0.5
+    assert s["shift_error_mean"] == pytest.approx(1.25) and s["shift_error_max"] == 2.0 and s["inside_wide"] == 0.75
+    assert s["inside_moved"] == pytest.approx(0.85) and s["inside_portrait"] == 1.0
+    assert s["wide_is_whole_frame"] == ["b"]  # a widened mask that is the whole frame tests nothing
+
+
+def test_share_inside_counts_the_face_pixels_in_a_box():
+    ident = make_identities(3)[1]
+    frames, _ = _rendered(ident, 0.0, seed=4, frames=3)
+    assert np.allclose(share_inside(frames, ident, (0, 0, SMALL, SMALL)), 1.0)
+    pose = face_pose(frames, ident)
+    left_half = share_inside(frames, ident, (0, 0, float(np.mean(pose.cx)), SMALL))
+    assert np.all((left_half > 0.4) & (left_half < 0.6)), left_half  # the face is about symmetric about its centre
+    assert np.allclose(share_inside(frames, ident, (0, 0, 2, 2)), 0.0)
+    background = np.zeros((1, 8, 8, 3), np.uint8) + np.uint8(ident.background)
+    assert np.isnan(share_inside(background, ident, (0, 0, 8, 8))[0])
