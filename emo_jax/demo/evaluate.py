@@ -121,7 +121,7 @@ class SpeedResult:
     setting: float | None  # the constant speed a stage-3 model was driven at; None: the stage-2 model (no speed layers)
     velocity_mean: float  # over the frames whose velocity is readable (NaN if none)
     velocity_std: float
-    readable: float = 1.0  # the fraction of frames with a readable velocity (head_roll found the head's turn)
+    readable: float  # the fraction of frames with a readable velocity (head_roll found the head's turn)
 
 
 def speed_result(identity: str, setting: float | None, frames: np.ndarray, reference: np.ndarray) -> SpeedResult:

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, mask_box, shift_mask, spearman,
-                                   speed_summary, widen_mask)
+                                   speed_result, speed_summary, widen_mask)
 from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
                                   roll_velocity, share_inside)
 from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, HeadMotion, head_motion, loudness_per_frame, make_identities,
@@ -88,6 +88,18 @@ def test_head_roll_and_its_velocity_read_from_32px_frames(k):
     assert 1.9 < drawn[-1] < 2.6
 
 
+def test_speed_result_leaves_out_unreadable_frames():
+    ident = make_identities(2)[1]
+    reference = _small(reference_image(ident, SIDE)[None, 16:112, 16:112])[0]
+    frames, _ = _rendered(ident, 1.0, seed=5, frames=30)
+    turn = cv2.getRotationMatrix2D((SMALL / 2, SMALL / 2), 60.0, 1.0)
+    frames[20:] = [cv2.warpAffine(f, turn, (SMALL, SMALL), borderMode=cv2.BORDER_REPLICATE) for f in frames[20:]]
+    result = speed_result("id1", 1.0, frames, reference)
+    assert result.readable == pytest.approx(20 / 30)
+    whole = roll_velocity(head_roll(frames[:20], reference))
+    assert result.velocity_mean == pytest.approx(whole.mean())  # the 60-degree frames did not count as +-40
+
+
 def test_roll_velocity_is_the_head_pose_labels_speed():
     """The roll as a rotation about the view axis, through emo-prepare's own smoothing and differencing: a constant
     turn reads its speed at every frame (ends included), a still head 0, and a NaN frame only its neighbours."""
@@ -149,8 +161,8 @@ def test_spearman_matches_scipy():
 
 
 def test_speed_and_locator_summaries():
-    results = [SpeedResult("a", s, v, 0.1) for s, v in ((0.1, 0.5), (1.0, 0.9), (2.0, 1.4))]
-    results += [SpeedResult("a", None, 1.1, 0.6)]
+    results = [SpeedResult("a", s, v, 0.1, 1.0) for s, v in ((0.1, 0.5), (1.0, 0.9), (2.0, 1.4))]
+    results += [SpeedResult("a", None, 1.1, 0.6, 0.9)]
     summary = speed_summary(results, (0.1, 1.0, 2.0))
     assert summary["spearman"] == 1.0 and summary["settings"]["1"]["velocity_mean"] == 0.9
     assert summary["velocity_std_with_speed"] == pytest.approx(0.1) and summary["velocity_std_without"] == 0.6
