@@ -177,8 +177,8 @@ def speed_summary(results: list[SpeedResult], settings: tuple[float, ...]) -> di
     def pooled(setting):
         rs = [r for r in results if r.setting == setting and r.readable >= MIN_READABLE]
         mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
-        return {"velocity_mean": mean([r.velocity_mean for r in rs]), "velocity_std": mean([r.velocity_std for r in rs]),
-                "videos": len(rs)}
+        return {"velocity_mean": mean([r.velocity_mean for r in rs]),
+                "velocity_std": mean([r.velocity_std for r in rs]), "videos": len(rs)}
 
     per = {f"{s:g}": pooled(s) for s in settings}
     none = pooled(None)
