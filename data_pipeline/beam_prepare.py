@@ -28,6 +28,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from data_pipeline import prepare as prepare_module
 from data_pipeline.extract import PrepareConfig
@@ -111,13 +112,11 @@ def run_pipeline(paths: Sequence[str], output: str, cfg: PrepareConfig, workers:
 
 
 def _counters(result) -> list | None:
-    """This pipeline's counters from a finished run, or None from a runner that keeps no metrics (Beam's base
-    PipelineResult.metrics() raises NotImplementedError for those)."""
-    try:
-        metrics = result.metrics()
-    except NotImplementedError:
+    """This pipeline's counters from a finished run, or None from a runner that keeps no metrics: its result
+    class does not override Beam's base PipelineResult.metrics (which only raises)."""
+    if type(result).metrics is PipelineResult.metrics:
         return None
-    return metrics.query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    return result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
 
 
 def _caused_by(error: BaseException, kind: type) -> bool:

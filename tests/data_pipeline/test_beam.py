@@ -136,3 +136,19 @@ def test_cli_hands_beam_options_after_a_double_dash_to_the_pipeline(prepared, tm
     status = main(["--input", inputs["still"], "--output", str(tmp_path / "out"), "--size", "64", "--fps", "30",
                    "--min-seconds", "2", "--max-seconds", "4", "--", "--direct_running_mode=in_memory"])
     assert status == 0 and seen == [(1, "DirectRunner", ["--direct_running_mode=in_memory"])]
+
+
+def test_counters_of_a_runner_without_metrics_are_none():
+    """A runner whose result keeps no metrics (Beam's base PipelineResult.metrics) gives None, not an error; one
+    that keeps them gives this pipeline's counters."""
+    from apache_beam.runners.runner import PipelineResult, PipelineState
+
+    class NoMetrics(PipelineResult):
+        pass
+
+    assert beam_prepare._counters(NoMetrics(PipelineState.DONE)) is None
+    pipeline = beam_prepare.beam.Pipeline(runner="DirectRunner")
+    _ = pipeline | beam_prepare.beam.Create([1, 2]) | beam_prepare.beam.Map(
+        lambda x: beam_prepare.Metrics.counter(beam_prepare.NAMESPACE, "seen").inc())
+    counters = beam_prepare._counters(pipeline.run())
+    assert sum(c.committed for c in counters if c.key.metric.name == "seen") == 2
