@@ -12,8 +12,8 @@ import numpy as np
 from emo_jax import encoders
 from emo_jax.audio.decode import load_audio
 from emo_jax.audio.features import audio_features
-from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
-                                  roll_velocity, share_inside)
+from emo_jax.demo.metrics import (continuity, face_patches, face_pose_of, head_roll, identity_accuracy,
+                                  mouth_opening, pearson, roll_velocity, share_inside)
 from emo_jax.demo.synthetic import Identity, loudness_per_frame
 from emo_jax.models.vae_codec import VAECodec
 from emo_jax.sample.generate import detect_face, frame_reference
@@ -232,9 +232,10 @@ class LocatorResult:
 
 def locator_result(ident: Identity, name: str, mask: np.ndarray, frames: np.ndarray, scale: float) -> LocatorResult:
     """`scale`: generated-frame pixels per mask pixel."""
-    pose = face_pose(frames, ident)
+    patches = face_patches(frames, ident)
+    pose = face_pose_of(patches)
     box = tuple(v * scale for v in mask_box(mask))
-    inside = np.nan_to_num(share_inside(frames, ident, box))  # a frame without a face has none of it inside
+    inside = np.nan_to_num(share_inside(patches, box))  # a frame without a face has none of it inside
     return LocatorResult(ident.name, name, box, float(np.nanmean(pose.cx)), float(np.nanmean(pose.cy)),
                          float(inside.mean()), (float(frames.shape[2]), float(frames.shape[1])))
 

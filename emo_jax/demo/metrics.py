@@ -13,8 +13,8 @@ from emo_jax.eval import clips
 from emo_jax.eval.clips import continuity, identity_accuracy, pearson
 from emo_jax.faces.head_pose import rotation_speed, smooth_rotations
 
-__all__ = ["FacePose", "continuity", "face_pixels", "face_pose", "head_roll", "identity_accuracy", "mouth_opening",
-           "pearson", "roll_velocity", "share_inside"]
+__all__ = ["FacePose", "continuity", "face_patches", "face_pixels", "face_pose", "face_pose_of", "head_roll",
+           "identity_accuracy", "mouth_opening", "pearson", "roll_velocity", "share_inside"]
 
 
 def mouth_opening(frames_THWC: np.ndarray) -> np.ndarray:
@@ -41,24 +41,32 @@ def face_pixels(frames_THWC: np.ndarray, ident: Identity) -> np.ndarray:
     return dist.argmin(axis=-1) < 2
 
 
-def _face_patch(mask_HW: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) of the largest connected patch of face pixels (stray pixels where hair meets background blend to a
-    skin-like colour); empty where there are none."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask_HW.astype(np.uint8), connectivity=8)
-    if count < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    ys, xs = np.nonzero(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax()))
-    return xs, ys
+def face_patches(frames_THWC: np.ndarray, ident: Identity) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per frame, (xs, ys) of the largest connected patch of face pixels (face_pixels; stray pixels where hair
+    meets background blend to a skin-like colour); empty where there are none. face_pose and share_inside read
+    these, so a video's pixels are labelled once for both."""
+    out = []
+    for mask in face_pixels(frames_THWC, ident):
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        if count < 2:
+            out.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
+            continue
+        ys, xs = np.nonzero(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax()))
+        out.append((xs, ys))
+    return out
 
 
 def face_pose(frames_THWC: np.ndarray, ident: Identity) -> FacePose:
-    """Per frame, the convex hull of the largest connected patch of face pixels (face_pixels, _face_patch): the
-    drawn face is a filled ellipse and the hull closes the eyes and mouth into it, so the hull's moments give its
-    centroid and 2 standard deviations along x and y (a filled ellipse's semi-axes). A frame without face pixels
-    gives NaN."""
-    out = np.full((4, len(frames_THWC)), np.nan)
-    for k, mask in enumerate(face_pixels(frames_THWC, ident)):
-        xs, ys = _face_patch(mask)
+    """face_pose_of the frames' face patches (face_patches)."""
+    return face_pose_of(face_patches(frames_THWC, ident))
+
+
+def face_pose_of(patches: list[tuple[np.ndarray, np.ndarray]]) -> FacePose:
+    """Per frame, the convex hull of its face patch: the drawn face is a filled ellipse and the hull closes the
+    eyes and mouth into it, so the hull's moments give its centroid and 2 standard deviations along x and y (a
+    filled ellipse's semi-axes). A frame without face pixels gives NaN."""
+    out = np.full((4, len(patches)), np.nan)
+    for k, (xs, ys) in enumerate(patches):
         if len(xs) < 3:
             continue
         # The hull of the pixels' squares (centres +- 0.5), so a face of a few pixels keeps its area.
@@ -70,13 +78,12 @@ def face_pose(frames_THWC: np.ndarray, ident: Identity) -> FacePose:
     return FacePose(*out)
 
 
-def share_inside(frames_THWC: np.ndarray, ident: Identity, box: tuple[float, float, float, float]) -> np.ndarray:
-    """Per frame [T], the share of the face's pixels (its largest patch, as face_pose) whose centres lie inside
-    box (x0, y0, x1, y1, pixel edges); NaN without face pixels. Pixels, not the hull's 2-sd extent: a generated
-    face is a blotchy patch, not an ellipse, and its moments overstate where its edge is."""
-    out = np.full(len(frames_THWC), np.nan)
-    for k, mask in enumerate(face_pixels(frames_THWC, ident)):
-        xs, ys = _face_patch(mask)
+def share_inside(patches: list[tuple[np.ndarray, np.ndarray]], box: tuple[float, float, float, float]) -> np.ndarray:
+    """Per frame [T], the share of its face patch's pixels (face_patches) whose centres lie inside box (x0, y0, x1,
+    y1, pixel edges); NaN without face pixels. Pixels, not the hull's 2-sd extent: a generated face is a blotchy
+    patch, not an ellipse, and its moments overstate where its edge is."""
+    out = np.full(len(patches), np.nan)
+    for k, (xs, ys) in enumerate(patches):
         if len(xs):
             cx, cy = xs + 0.5, ys + 0.5
             out[k] = np.mean((cx > box[0]) & (cx < box[2]) & (cy > box[1]) & (cy < box[3]))

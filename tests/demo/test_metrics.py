@@ -6,8 +6,8 @@ from scipy import stats
 
 from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, mask_box, shift_mask, spearman,
                                    speed_result, speed_summary, widen_mask)
-from emo_jax.demo.metrics import (continuity, face_pose, head_roll, identity_accuracy, mouth_opening, pearson,
-                                  roll_velocity, share_inside)
+from emo_jax.demo.metrics import (continuity, face_patches, face_pose, head_roll, identity_accuracy,
+                                  mouth_opening, pearson, roll_velocity, share_inside)
 from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, HeadMotion, head_motion, loudness_per_frame, make_identities,
                                     reference_image, render_video, roll_track, speech_audio)
 
@@ -191,10 +191,11 @@ def test_speed_and_locator_summaries():
 def test_share_inside_counts_the_face_pixels_in_a_box():
     ident = make_identities(3)[1]
     frames, _ = _rendered(ident, 0.0, seed=4, frames=3)
-    assert np.allclose(share_inside(frames, ident, (0, 0, SMALL, SMALL)), 1.0)
+    patches = face_patches(frames, ident)
+    assert np.allclose(share_inside(patches, (0, 0, SMALL, SMALL)), 1.0)
     pose = face_pose(frames, ident)
-    left_half = share_inside(frames, ident, (0, 0, float(np.mean(pose.cx)), SMALL))
+    left_half = share_inside(patches, (0, 0, float(np.mean(pose.cx)), SMALL))
     assert np.all((left_half > 0.4) & (left_half < 0.6)), left_half  # the face is about symmetric about its centre
-    assert np.allclose(share_inside(frames, ident, (0, 0, 2, 2)), 0.0)
+    assert np.allclose(share_inside(patches, (0, 0, 2, 2)), 0.0)
     background = np.zeros((1, 8, 8, 3), np.uint8) + np.uint8(ident.background)
-    assert np.isnan(share_inside(background, ident, (0, 0, 8, 8))[0])
+    assert np.isnan(share_inside(face_patches(background, ident), (0, 0, 8, 8))[0])
