@@ -43,6 +43,10 @@ ROWS = {
     "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4, "chunked", RESNET_REMAT),
     "stage2-v5p-64-b32": ("stage2", "v5p-64", 32, 8, 4, 1, "xla"),
     "stage2-v5p-128-b64": ("stage2", "v5p-128", 64, 16, 4, 1, "xla"),
+    # One clip per chip with splash attention for the long spatial attentions (the 64x64 level's 4,096 x 8,192
+    # score matrices were most of the XLA row's 2.0 TB of HBM traffic per step).
+    "stage2-v5p-128-b64-splash": ("stage2", "v5p-128", 64, 16, 4, 1, "splash"),
+    "stage2-v5p-128-b128-splash": ("stage2", "v5p-128", 128, 16, 4, 1, "splash"),  # two clips per chip
     "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "chunked", RESNET_REMAT),
     "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1, "xla"),
 }

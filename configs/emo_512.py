@@ -3,16 +3,53 @@
 Variants: `stage1` (images), `stage2` (video + audio, the default), `stage3` (speed layers), `sd` (the plain SD1.5
 UNet, for parity and import checks). Values from the EMO paper (Tian et al. 2024, arXiv 2402.17485) carry no
 comment; every value the paper leaves open says where its default comes from.
+
+A TPU topology after the variant (`configs/emo_512.py:stage2,v5p-128`) applies the best setting emo-compile found
+to fit that slice (TOPOLOGY_PRESETS): global batch, mesh, attention and remat. Without one, the settings below
+are the paper's batch on whatever devices there are.
 """
 import ml_collections
 
 VARIANTS = ("stage1", "stage2", "stage3", "sd")
 
+# (variant, topology) -> (global batch, mesh data x fsdp x tensor, attention_impl, remat_resnets): per slice, the
+# row of benchmarks/results/compile_plan.json with the most examples per second among those that fit (the rows
+# and how they were chosen: docs/scale.md). Each is a throughput setting, not a tuned recipe: the batch differs
+# from the paper's 48 (stage 1) or 4 (stages 2-3), and train.lr is not rescaled for it.
+TOPOLOGY_PRESETS = {
+    ("stage1", "v5e-64"): (64, (8, 8, 1), "chunked", False),
+    ("stage1", "v5e-256"): (256, (32, 8, 1), "chunked", False),
+    ("stage1", "v5p-64"): (48, (8, 2, 2), "xla", False),
+    ("stage1", "v5p-128"): (1024, (16, 4, 1), "splash", False),  # 16 frames per chip
+    ("stage1", "v6e-64"): (64, (8, 8, 1), "xla", False),
+    ("stage2", "v5e-64"): (16, (2, 8, 4), "chunked", True),
+    ("stage2", "v5e-256"): (64, (8, 8, 4), "chunked", True),
+    ("stage2", "v5p-64"): (32, (8, 4, 1), "xla", False),
+    ("stage2", "v5p-128"): (64, (16, 4, 1), "splash", False),
+    ("stage2", "v6e-64"): (32, (4, 8, 2), "chunked", True),
+    ("stage3", "v5p-128"): (64, (16, 4, 1), "xla", False),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variant = arg or "stage2"
+    variant, *rest = (arg or "stage2").split(",")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r} of emo_512; choose one of {VARIANTS}")
+    if len(rest) > 1 or (rest and (variant, rest[0]) not in TOPOLOGY_PRESETS):
+        known = sorted(t for v, t in TOPOLOGY_PRESETS if v == variant)
+        raise ValueError(f"no compiled preset for {arg!r}; topologies with one for {variant}: {known or 'none'} "
+                         "(or leave the topology out and set the mesh and batch with --config.KEY VALUE)")
+    c = _config(variant)
+    if rest:
+        batch, (data, fsdp, tensor), attention, remat_resnets = TOPOLOGY_PRESETS[variant, rest[0]]
+        c.train.batch_size = batch
+        c.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
+        c.model.unet.attention_impl = attention
+        c.model.unet.remat_resnets = remat_resnets
+    return c
+
+
+def _config(variant: str) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seed = 0

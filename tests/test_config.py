@@ -49,3 +49,27 @@ def test_config_is_locked_after_overrides():
     config.train.lr = 3e-5  # existing fields can still be set
     with pytest.raises(AttributeError):
         config.train.learning_rate = 1e-4  # a misspelt field is not silently added
+
+
+def test_topology_presets_are_the_best_fitting_compiled_rows():
+    """Each `emo_512.py:<stage>,<topology>` preset is the compiled row (benchmarks/results/compile_plan.json) with the
+    most examples per second among the rows that fit that slice, and the config it gives has that row's settings."""
+    import json
+
+    from configs.emo_512 import TOPOLOGY_PRESETS
+
+    with open("benchmarks/results/compile_plan.json", encoding="utf-8") as f:
+        rows = [r for r in json.load(f).values() if r.get("fits")]
+    for (variant, topology), (batch, mesh, attention, remat_resnets) in TOPOLOGY_PRESETS.items():
+        same = [r for r in rows if (f"stage{r['stage']}", r["topology"]) == (variant, topology)]
+        best = max(same, key=lambda r: r["examples_per_second"])
+        assert (best["global_batch"], tuple(best["mesh"][k] for k in ("data", "fsdp", "tensor")),
+                best["attention_impl"], best["remat_resnets"]) == (batch, mesh, attention, remat_resnets), (variant,
+                                                                                                         topology)
+        config = load_config(f"configs/emo_512.py:{variant},{topology}")
+        assert config.train.batch_size == batch and config.model.unet.attention_impl == attention
+        assert tuple(config.mesh.shape[k] for k in ("data", "fsdp", "tensor")) == mesh
+        assert config.model.unet.remat_resnets == remat_resnets
+    assert load_config("configs/emo_512.py:stage2").train.batch_size == 4  # no topology: the paper's settings
+    with pytest.raises(ConfigError, match=r"no compiled preset for 'stage2,v4-8'.*v5p-128"):
+        load_config("configs/emo_512.py:stage2,v4-8")
