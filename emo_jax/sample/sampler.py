@@ -267,13 +267,19 @@ class Sampler:
 
     def stream(self, ref: ReferenceFeatures, audio_TCLD: np.ndarray | FeatureStream, face_mask_HW: np.ndarray,
                seed: int, ref_scale: float, audio_scale: float,
-               signals: Mapping[str, np.ndarray] | None = None) -> Iterator[np.ndarray]:
+               signals: Mapping[str, np.ndarray] | None = None, motion_latents: np.ndarray | None = None,
+               clip_index: int | None = None) -> Iterator[np.ndarray]:
         """Yields float32 latents [frames, h, w, C] chunk by chunk; len(audio_TCLD) frames in all.
 
         audio_TCLD: per-frame audio features [T, 2m+1, L, D], an array or a FeatureStream of blocks read as the
         chunks need them; face_mask_HW: {0, 1} mask at the face locator's resolution; signals: the per-frame
         signals the model reads (EMOConfig.frame_signals) by name, each [T, ...]: {"speed": [T]} for a stage-3
         model, none for a stage-2 one.
+        motion_latents [n, h, w, C]: continue a video instead of starting one. The first clip reads these latents of
+        the frames just before the audio as its motion frames (the last n of an earlier call's output, or a real
+        video's encoded frames) and is clip `clip_index` (default 1) of the video, which keys its noise: the
+        second call of a video generated in two calls passes the first call's last n latents and its clip count,
+        and gets what one call over the whole audio gives.
         """
         if isinstance(audio_TCLD, FeatureStream):
             total, blocks = len(audio_TCLD), iter(audio_TCLD)
@@ -288,8 +294,7 @@ class Sampler:
         if self.spec.guidance == "joint" and ref_scale != audio_scale:
             raise ValueError(f"joint guidance has one scale but ref_scale={ref_scale} and audio_scale={audio_scale}; "
                              "set them equal or use --config.sample.guidance separate")
-        n = self.cfg.motion_frames
-        carry = (jnp.zeros((1, n) + self.latent_shape, jnp.float32), jax.random.PRNGKey(seed), jnp.int32(0))
+        carry = self._start(motion_latents, clip_index, seed)
         mask = jnp.asarray(face_mask_HW, jnp.float32)[None, :, :, None]
         scales = jnp.asarray([ref_scale, audio_scale], jnp.float32)
         pending = None
@@ -303,6 +308,24 @@ class Sampler:
                 yield _host_frames(*pending)
             pending = (latents, real)
         yield _host_frames(*pending)
+
+    def _start(self, motion_latents: np.ndarray | None, clip_index: int | None, seed: int) -> tuple:
+        """The chunk program's first carry: (motion latents [1, n, h, w, C], RNG key, index of the first clip)."""
+        n, key = self.cfg.motion_frames, jax.random.PRNGKey(seed)
+        if motion_latents is None:
+            if clip_index:
+                raise ValueError(f"clip_index={clip_index} continues a video: pass its last {n} latents as "
+                                 "motion_latents too")
+            return jnp.zeros((1, n) + self.latent_shape, jnp.float32), key, jnp.int32(0)
+        shape = (n,) + self.latent_shape
+        if np.shape(motion_latents) != shape:
+            raise ValueError(f"motion_latents have shape {np.shape(motion_latents)}; this model continues from the "
+                             f"last {n} latents of a video, shape {shape} (model.motion_frames, latent size, channels)")
+        index = 1 if clip_index is None else clip_index
+        if index < 1:
+            raise ValueError(f"clip_index={index} with motion_latents: clip 0 starts a video and reads no motion "
+                             "latents; a continued video's first clip is 1 or later")
+        return jnp.asarray(motion_latents, jnp.float32)[None], key, jnp.int32(index)
 
     def sample(self, *args, **kwargs) -> np.ndarray:
         """All latents [T, h, w, C] at once (arguments as for `stream`)."""

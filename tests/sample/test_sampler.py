@@ -118,6 +118,24 @@ def test_same_seed_same_latents_bit_for_bit_and_another_seed_differs(long_and_sh
     assert rel_err(other, again) > 0.1
 
 
+def test_a_video_continued_from_its_last_latents_equals_the_video_made_at_once(long_and_short, setup):
+    config, _, sampler, ref, audio, mask = setup
+    n, f, whole = config.model.motion_frames, config.model.clip_frames, long_and_short[3]
+    # Clips 0-1 in one call, clips 2-4 in another that continues from the first call's last n latents.
+    first = sampler.sample(ref, audio[:2 * f], mask, 0, 3.5, 3.5)
+    rest = sampler.sample(ref, audio[2 * f:], mask, 0, 3.5, 3.5, motion_latents=first[-n:], clip_index=2)
+    np.testing.assert_allclose(np.concatenate([first, rest]), whole, rtol=0, atol=1e-5)
+    # Other motion latents give another clip: the continuation reads them.
+    moved = sampler.sample(ref, audio[2 * f:], mask, 0, 3.5, 3.5, motion_latents=first[-n:] + 1.0, clip_index=2)
+    assert rel_err(moved[:f], whole[2 * f:3 * f]) > 0.01
+    with pytest.raises(ValueError, match=r"motion_latents have shape \(1, .*last 2 latents"):
+        sampler.sample(ref, audio[:f], mask, 0, 3.5, 3.5, motion_latents=first[-1:])
+    with pytest.raises(ValueError, match="clip 0 starts a video"):
+        sampler.sample(ref, audio[:f], mask, 0, 3.5, 3.5, motion_latents=first[-n:], clip_index=0)
+    with pytest.raises(ValueError, match="pass its last 2 latents as motion_latents"):
+        sampler.sample(ref, audio[:f], mask, 0, 3.5, 3.5, clip_index=3)
+
+
 def test_scales_change_the_output_without_recompiling(long_and_short, setup):
     _, _, sampler, ref, audio, mask = setup
     short = audio[:ONE_CLIP]
