@@ -16,6 +16,7 @@ velocity; one that ignores the speed setting gives the same velocity at every se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,7 +31,6 @@ from emo_jax.audio.features import add_context  # noqa: E402
 from emo_jax.demo.evaluate import Generator  # noqa: E402
 from emo_jax.demo.metrics import head_roll, roll_velocity  # noqa: E402
 from emo_jax.demo.run import demo_configs, read_records  # noqa: E402
-from emo_jax.models.emo import face_mask_size  # noqa: E402
 
 
 def velocity(frames: np.ndarray, reference: np.ndarray) -> dict:
@@ -40,21 +40,26 @@ def velocity(frames: np.ndarray, reference: np.ndarray) -> dict:
     return {"velocity": float(ok.mean()) if len(ok) else float("nan"), "readable": len(ok) / len(v)}
 
 
-def generate(gen: Generator, rec, start: int, frames: int, continue_real: bool, speed: float | None) -> np.ndarray:
-    """uint8 frames of `rec`'s audio [start, start + frames): a new video, or the real one continued at `start`."""
-    s, c = gen.sampler, gen.config
-    images = np.stack([decode_jpeg(j) for j in rec.frames_jpeg[:1]])
-    ref = s.reference(gen.codec.encode(images))
-    audio = add_context(rec.audio_features.astype(np.float32), c.model.audio.context)[start:start + frames]
-    size = face_mask_size(s.cfg, c.model.latent_size)
-    step = rec.face_mask.shape[0] // size
-    mask = rec.face_mask[::step, ::step][:size, :size].astype(np.float32)
-    signals = None if speed is None else {"speed": np.full(len(audio), speed, np.float32)}
-    n = s.cfg.motion_frames
-    motion = rec.latents[start - n:start].astype(np.float32) if continue_real else None
-    latents = s.sample(ref, audio, mask, 0, c.sample.ref_scale, c.sample.audio_scale, signals=signals,
-                       motion_latents=motion)
-    return gen.codec.decode(latents)
+@dataclasses.dataclass
+class Window:
+    """What every generation of one training video reads, prepared once: frames [start, start + frames)."""
+
+    name: str
+    reference: np.ndarray  # uint8 [S, S, 3]: the video's first frame
+    audio: np.ndarray  # float32 [frames, 2m + 1, L, D]
+    mask: np.ndarray  # float32 [S, S]: the record's face mask
+    motion: np.ndarray  # float32 [n, h, w, C]: the real latents just before `start`
+    row: dict  # the label and the real frames' velocity
+
+
+def window(rec, name: str, start: int, frames: int, context: int, n: int) -> Window:
+    real = np.stack([decode_jpeg(j) for j in rec.frames_jpeg])
+    frames = min(frames, len(real) - start)
+    stop = start + frames
+    return Window(name, real[0], add_context(rec.audio_features.astype(np.float32), context)[start:stop],
+                  rec.face_mask.astype(np.float32), rec.latents[start - n:start].astype(np.float32),
+                  {"video": name, "frames": frames, "label": float(np.nanmean(rec.speed[start:stop])),
+                   "real": velocity(real[start:stop], real[0])})
 
 
 def main(argv=None) -> int:
@@ -70,23 +75,27 @@ def main(argv=None) -> int:
     configs = demo_configs(False)
     for c in configs.values():
         c.data.path = os.path.join(out, "prepared")
-        c.vae.path, c.audio.wav2vec_path = os.path.join(out, "encoders", "vae"), os.path.join(out, "encoders", "wav2vec2")
+        c.vae.path = os.path.join(out, "encoders", "vae")
+        c.audio.wav2vec_path = os.path.join(out, "encoders", "wav2vec2")
     records = {os.path.splitext(os.path.basename(r.source))[0]: r for r in read_records(os.path.join(out, "prepared"))}
     names = args.videos or sorted({n.split("_")[0]: n for n in sorted(records, reverse=True)}.values())
+    m = configs["stage2"].model
+    windows = [window(records[name], name, args.start, args.frames, m.audio.context, m.motion_frames)
+               for name in names]
     rows, start = [], time.time()
     for stage, settings in (("stage2", [None]), ("stage3", args.speeds)):
         gen = Generator(configs[stage], os.path.join(out, stage))
-        for name in names:
-            rec = records[name]
-            real = np.stack([decode_jpeg(j) for j in rec.frames_jpeg])
-            frames = min(args.frames, len(real) - args.start)
-            row = {"stage": stage, "video": name, "frames": frames,
-                   "label": float(np.nanmean(rec.speed[args.start:args.start + frames])),
-                   "real": velocity(real[args.start:args.start + frames], real[0])}
+        s, c = gen.sampler, gen.config.sample
+        for w in windows:
+            ref = s.reference(gen.codec.encode(w.reference[None]))  # once per video and model
+            row = {"stage": stage, **w.row}
             for speed in settings:
+                signals = None if speed is None else {"speed": np.full(len(w.audio), speed, np.float32)}
                 key = "no speed" if speed is None else f"speed {speed}"
-                row[key] = {how: velocity(generate(gen, rec, args.start, frames, how == "continued", speed), real[0])
-                            for how in ("new", "continued")}
+                row[key] = {how: velocity(gen.codec.decode(s.sample(
+                    ref, w.audio, w.mask, 0, c.ref_scale, c.audio_scale, signals=signals,
+                    motion_latents=w.motion if how == "continued" else None)), w.reference)
+                    for how in ("new", "continued")}
             rows.append(row)
             print(json.dumps(row), flush=True)
         del gen
