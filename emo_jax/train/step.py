@@ -132,13 +132,16 @@ def make_train_step(config: ml_collections.ConfigDict, model: EMO, tx: optax.Gra
             state.params)
         grad_norm = optax.global_norm(prune(grads, mask))
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        # A non-finite step keeps params, optimiser state and EMA as they were; frozen leaves are never touched,
-        # so they stay bit-identical (p + 0 would turn -0.0 into 0.0).
-        keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-        params = jax.tree.map(lambda m, p, u: keep(p + u.astype(p.dtype), p) if m else p, mask, state.params,
-                              updates)
-        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+
+        def update(params, opt_state):
+            updates, opt_state = tx.update(grads, opt_state, params)
+            # Frozen leaves are never touched, so they stay bit-identical (p + 0 would turn -0.0 into 0.0).
+            return jax.tree.map(lambda m, p, u: p + u.astype(p.dtype) if m else p, mask, params, updates), opt_state
+
+        # A non-finite step keeps params and optimiser state as they were. A cond, not a select per leaf: the
+        # select reads each old moment after the update has written its new value in place, so XLA copied every
+        # Adam moment first (1,332 copies a step at cpu_shapes.py's small shape).
+        params, opt_state = jax.lax.cond(finite, update, lambda p, o: (p, o), state.params, state.opt_state)
         d = jnp.where(finite & update_applied(opt_state), decay, 1.0)
         ema = jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, state.ema, prune(params, mask))
         bad = jnp.where(finite, 0, state.bad_steps + 1)
