@@ -89,14 +89,16 @@ def _rel(a, b):
 
 def test_cpu_attention_equals_dense_attention_values_and_gradients(monkeypatch):
     """The CPU layout (heads folded into the batch, normalised after the value product, a gradient recomputed
-    from the saved log-sum-exp, blocks of heads or of queries under lax.map) against all scores at once, with
-    and without the reference-drop key lengths: values and q/k/v gradients within float32 rounding. The block
-    size is shrunk so every path runs here, with a last block that needs padding."""
+    from the saved log-sum-exp, blocks of heads or of queries under lax.map, both forms of the key and value
+    gradients' product) against all scores at once, with and without the reference-drop key lengths: values and
+    q/k/v gradients within float32 rounding. The block size is shrunk so every path runs here, with a last block
+    that needs padding."""
     monkeypatch.setattr(attention, "CPU_SCORE_BLOCK_BYTES", 3 * 32 * 64 * 4)  # 3 heads' scores per block
     monkeypatch.setattr(attention, "_CPU_BLOCK_MIN_SCORES", 1024)
     rng = np.random.default_rng(3)
     cases = {"whole (short)": (2, 8, 12, 3, 4), "blocks of heads": (2, 32, 64, 5, 8),
-             "blocks of queries": (2, 160, 96, 2, 8)}
+             "blocks of queries": (2, 160, 96, 2, 8), "narrow heads, many keys": (2, 40, 128, 2, 8),
+             "wide heads, many keys": (2, 40, 128, 2, 16)}
     for name, (b, length, keys, heads, dim) in cases.items():
         q = jnp.asarray(rng.normal(size=(b, length, heads, dim)), jnp.float32)
         k, v = (jnp.asarray(rng.normal(size=(b, keys, heads, dim)), jnp.float32) for _ in range(2))
