@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from emo_jax.config import load_config, override  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
-from emo_jax.plan import flop_fields, plan, run_settings, trace_train_step  # noqa: E402
+from emo_jax.plan import (flop_fields, model_flops_config, plan, run_settings, trace_train_step,  # noqa: E402
+                          utilization)
 from emo_jax.topology import topology_devices  # noqa: E402
 
 # name: (variant, topology, global batch, mesh data, fsdp, tensor, attention[, config overrides]). Stage 1 trains on
@@ -38,15 +39,19 @@ ROWS = {
     # keys reach model.unet.attention_min_keys: one frame per chip leaves the chip mostly idle.
     "stage1-v5p-128-b1024-splash": ("stage1", "v5p-128", 1024, 16, 4, 1, "splash"),
     "stage1-v6e-64-b64": ("stage1", "v6e-64", 64, 8, 8, 1, "xla"),
+    "stage1-v5e-256-b2048-splash": ("stage1", "v5e-256", 2048, 32, 8, 1, "splash"),  # 8 frames per chip
     "stage2-v5e-64-b16-blocks-remat": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
     "stage2-v5e-64-b16": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked", RESNET_REMAT),
     "stage2-v5e-256-b64": ("stage2", "v5e-256", 64, 8, 8, 4, "chunked", RESNET_REMAT),
+    # One clip per chip on v5e's 16 GiB: splash attention and the ResNets rematerialised, no tensor parallelism.
+    "stage2-v5e-256-b256-splash": ("stage2", "v5e-256", 256, 32, 8, 1, "splash", RESNET_REMAT),
     "stage2-v5p-64-b32": ("stage2", "v5p-64", 32, 8, 4, 1, "xla"),
     "stage2-v5p-128-b64": ("stage2", "v5p-128", 64, 16, 4, 1, "xla"),
     # One clip per chip with splash attention for the long spatial attentions (the 64x64 level's 4,096 x 8,192
     # score matrices were most of the XLA row's 2.0 TB of HBM traffic per step).
     "stage2-v5p-128-b64-splash": ("stage2", "v5p-128", 64, 16, 4, 1, "splash"),
     "stage2-v5p-128-b128-splash": ("stage2", "v5p-128", 128, 16, 4, 1, "splash"),  # two clips per chip
+    "stage2-v5p-128-b256-splash": ("stage2", "v5p-128", 256, 16, 4, 1, "splash"),  # four clips per chip
     "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "chunked", RESNET_REMAT),
     "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1, "xla"),
 }
@@ -64,13 +69,20 @@ def main(argv=None) -> int:
     p.add_argument("--recount", action="store_true",
                    help="only re-count the FLOPs of rows already in --out on the step's jaxpr (a trace, no compile), "
                         "after a change to the counter")
+    p.add_argument("--model-flops", action="store_true",
+                   help="only add the model FLOPs and the estimated MFU / HFU to rows of --out compiled before emo-jax "
+                        "reported them (a trace, no compile)")
     args = p.parse_args(argv)
     results = {}
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f)
-    for name in args.only or (results if args.recount else ROWS):
-        if args.recount:
+    for name in args.only or (results if args.recount or args.model_flops else ROWS):
+        if args.model_flops:
+            if "error" in results[name] or results[name].get("model_flops_per_step"):
+                continue
+            results[name] = add_model_flops(name, results[name])
+        elif args.recount:
             results[name] = recount(name, results[name])
         else:
             results[name] = compile_row(name, args.attention or ROWS[name][6])
@@ -113,6 +125,18 @@ def recount(name: str, row: dict) -> dict:
     return {**row, **flop_fields(row["xla_flops_per_step"], counted, row["chips"], chip)}
 
 
+def add_model_flops(name: str, row: dict) -> dict:
+    """The row with its model FLOPs (emo_jax.plan.model_flops_config's step, traced as plan() does) and the MFU
+    and HFU of its step-time estimate."""
+    chip, devices = topology_devices(row["topology"])
+    config = model_flops_config(row_config(name, row["attention_impl"]))
+    model = count_flops(trace_train_step(config, devices)[0].jaxpr).flops / row["chips"]
+    seconds = row.get("estimated_step_seconds")
+    return {**row, "model_flops_per_step": model,
+            "estimated_mfu": utilization(model, seconds, chip.peak_bf16_flops),
+            "estimated_hfu": utilization(row["flops_per_step"], seconds, chip.peak_bf16_flops)}
+
+
 def _fmt(value, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if value else "n/a"
 
@@ -134,30 +158,36 @@ def _kernels(r: dict) -> str:
 
 
 def markdown_table(results: dict) -> str:
-    """The rows as the Markdown table docs/scale.md shows."""
-    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | attention | remat | GiB / chip (of HBM) "
-             "| fits | TFLOP / chip / step (XLA; jaxpr matmuls) | FLOPs floor ms | estimate ms (source) "
-             "| examples / s | compile s here |",
-             "|---|---:|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    """The rows as the Markdown table docs/scale.md shows. Frames are the frames each example denoises: one in
+    stage 1, a clip's model.clip_frames in stages 2-3 (its motion frames are inputs)."""
+    clip_frames = load_config("configs/emo_512.py:stage2").model.clip_frames
+    lines = ["| row | chips | mesh (data x fsdp x tensor) | global batch | per chip | attention | remat "
+             "| GiB / chip (of HBM) | fits | TFLOP / chip / step (XLA; jaxpr matmuls) | model TFLOP / chip "
+             "| FLOPs floor ms | estimate ms (source) | MFU (HFU) | examples / s | frames / s / chip "
+             "| compile s here |",
+             "|---|---:|---|---:|---:|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | {r['topology']} | | | {r.get('attention_impl', '')} | {_remat(r)} | "
-                         f"| {_error(r['error'])} | | | | | {r['compile_seconds_on_this_host']:.0f} |")
+            lines.append(f"| {name} | {r['topology']} | | | | {r.get('attention_impl', '')} | {_remat(r)} | "
+                         f"| {_error(r['error'])} | | | | | | | | {r['compile_seconds_on_this_host']:.0f} |")
             continue
         m = r["mesh"]
         est = r.get("estimated_step_seconds")
         xla, jaxpr = r["xla_flops_per_step"], r["jaxpr_flops_per_step"]
+        model = r.get("model_flops_per_step")
+        frames = 1 if r.get("stage", int(name[len("stage")])) == 1 else clip_frames
+        per_chip_fps = r["examples_per_second"] * frames / r["chips"] if r.get("examples_per_second") else None
+        utilisation = (f"{r['estimated_mfu']:.2f} ({r['estimated_hfu']:.2f})" if r.get("estimated_mfu") else "n/a")
         lines.append(
             f"| {name} | {r['chips']} {r['chip']} | {m['data']} x {m['fsdp']} x {m['tensor']} | {r['global_batch']} "
-            f"| {r['attention_impl']} | {_remat(r)} "
+            f"| {r['global_batch'] / r['chips']:g} | {r['attention_impl']} | {_remat(r)} "
             f"| {r['hbm_per_chip_bytes'] / 2**30:.1f} ({r['hbm_capacity_bytes'] / 2**30:.0f}) "
             f"| {'yes' if r['fits'] else 'NO'} | {xla / 1e12:.2f}; {_fmt(jaxpr / 1e12 if jaxpr else None, 2)}"
-            f"{_kernels(r)} "
+            f"{_kernels(r)} | {_fmt(model / 1e12 if model else None, 2)} "
             f"| {r['flops_floor_seconds'] * 1e3:.1f} "
-            f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}) "
-            f"| {_fmt(r.get('examples_per_second'))} | {r['compile_seconds_on_this_host']:.0f} |")
+            f"| {_fmt(est * 1e3 if est else None)} ({r.get('estimate_source', 'XLA gave none')}) | {utilisation} "
+            f"| {_fmt(r.get('examples_per_second'))} | {_fmt(per_chip_fps)} | {r['compile_seconds_on_this_host']:.0f} |")
     return "\n".join(lines)
-
 
 if __name__ == "__main__":
     sys.exit(main())
