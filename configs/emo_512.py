@@ -18,7 +18,7 @@ VARIANTS = ("stage1", "stage2", "stage3", "sd")
 # from the paper's 48 (stage 1) or 4 (stages 2-3), and train.lr is not rescaled for it.
 TOPOLOGY_PRESETS = {
     ("stage1", "v5e-64"): (64, (8, 8, 1), "chunked", False),
-    ("stage1", "v5e-256"): (256, (32, 8, 1), "chunked", False),
+    ("stage1", "v5e-256"): (2048, (32, 8, 1), "splash", False),  # 8 frames per chip
     ("stage1", "v5p-64"): (48, (8, 2, 2), "xla", False),
     ("stage1", "v5p-128"): (1024, (16, 4, 1), "splash", False),  # 16 frames per chip
     ("stage1", "v6e-64"): (64, (8, 8, 1), "xla", False),
