@@ -145,8 +145,8 @@ _rows_attention.defvjp(_rows_attention_fwd, _rows_attention_bwd)
 def _left_transposed_product(a_NLS, b_NLD):
     """sum over l of a[n, l, s] * b[n, l, d] -> [N, S, D]. XLA's CPU backend runs this dot (its left operand
     contracted on its first axis) as a generic batched matmul at 4-15 GFLOP/s; where the rows are few (temporal
-    attention's 16 frames) or the head narrow (8) with many keys, a fused multiply-and-sum is 1.5-2.9x faster
-    (measured at the small cpu_shapes.py shapes; slower at 64 x 128 scores with 16-wide heads)."""
+    attention's 16 frames) or the head narrow (8) with many keys, a fused multiply-and-sum is 1.8-2.4x faster;
+    elsewhere the dot is as fast or faster (benchmarks/cpu_attention_grad.py, at the small cpu_shapes.py shapes)."""
     rows, keys = a_NLS.shape[1:]
     if rows <= 32 or (b_NLD.shape[-1] <= 8 and keys >= 128):
         return (a_NLS[..., None] * b_NLD[:, :, None, :]).sum(axis=1)
