@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from emo_jax.config import load_config, override  # noqa: E402
 from emo_jax.flops import count_flops  # noqa: E402
 from emo_jax.plan import (flop_fields, model_flops_config, plan, run_settings, trace_train_step,  # noqa: E402
-                          utilization)
+                          utilization_fields)
 from emo_jax.topology import topology_devices  # noqa: E402
 
 # name: (variant, topology, global batch, mesh data, fsdp, tensor, attention[, config overrides]). Stage 1 trains on
@@ -30,6 +30,7 @@ from emo_jax.topology import topology_devices  # noqa: E402
 # is split over tensor-parallel chips, the ResNet blocks are rematerialised too: their saved activations are
 # all-gathered to full channels and tile-padded (the row without it is kept, to show why).
 RESNET_REMAT = {"model.unet.remat_resnets": "True"}  # config key: value as on the command line (--config.KEY VALUE)
+DOTS_SAVED = {"model.unet.remat_policy": "dots_saveable"}
 ROWS = {
     "stage1-v5e-64-b64": ("stage1", "v5e-64", 64, 8, 8, 1, "chunked"),
     "stage1-v5e-256-b256": ("stage1", "v5e-256", 256, 32, 8, 1, "chunked"),
@@ -38,6 +39,9 @@ ROWS = {
     # 16 frames per chip (maxdiffusion's SD training runs 16 images per v5p chip), splash attention where the
     # keys reach model.unet.attention_min_keys: one frame per chip leaves the chip mostly idle.
     "stage1-v5p-128-b1024-splash": ("stage1", "v5p-128", 1024, 16, 4, 1, "splash"),
+    # The same with each rematerialised block keeping its matmul outputs (jax.checkpoint_policies.dots_saveable)
+    # rather than recomputing them in the backward pass: more HBM, fewer FLOPs.
+    "stage1-v5p-128-b1024-splash-dots": ("stage1", "v5p-128", 1024, 16, 4, 1, "splash", DOTS_SAVED),
     "stage1-v6e-64-b64": ("stage1", "v6e-64", 64, 8, 8, 1, "xla"),
     "stage1-v5e-256-b2048-splash": ("stage1", "v5e-256", 2048, 32, 8, 1, "splash"),  # 8 frames per chip
     "stage2-v5e-64-b16-blocks-remat": ("stage2", "v5e-64", 16, 2, 8, 4, "chunked"),
@@ -52,6 +56,7 @@ ROWS = {
     "stage2-v5p-128-b64-splash": ("stage2", "v5p-128", 64, 16, 4, 1, "splash"),
     "stage2-v5p-128-b128-splash": ("stage2", "v5p-128", 128, 16, 4, 1, "splash"),  # two clips per chip
     "stage2-v5p-128-b256-splash": ("stage2", "v5p-128", 256, 16, 4, 1, "splash"),  # four clips per chip
+    "stage2-v5p-128-b256-splash-dots": ("stage2", "v5p-128", 256, 16, 4, 1, "splash", DOTS_SAVED),
     "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "chunked", RESNET_REMAT),
     "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1, "xla"),
 }
@@ -131,10 +136,7 @@ def add_model_flops(name: str, row: dict) -> dict:
     chip, devices = topology_devices(row["topology"])
     config = model_flops_config(row_config(name, row["attention_impl"]))
     model = count_flops(trace_train_step(config, devices)[0].jaxpr).flops / row["chips"]
-    seconds = row.get("estimated_step_seconds")
-    return {**row, "model_flops_per_step": model,
-            "estimated_mfu": utilization(model, seconds, chip.peak_bf16_flops),
-            "estimated_hfu": utilization(row["flops_per_step"], seconds, chip.peak_bf16_flops)}
+    return {**row, **utilization_fields(model, row["flops_per_step"], row.get("estimated_step_seconds"), chip)}
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -142,7 +144,12 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def _remat(r: dict) -> str:
-    return ("blocks + ResNets" if r["remat_resnets"] else "blocks") if r["remat"] else "off"
+    """What is rematerialised and, where it is not nothing_saveable, what each block keeps for the backward."""
+    if not r["remat"]:
+        return "off"
+    policy = r.get("remat_policy", "nothing_saveable")
+    return ("blocks + ResNets" if r["remat_resnets"] else "blocks") + ("" if policy == "nothing_saveable"
+                                                                       else f" ({policy})")
 
 
 def _error(text: str) -> str:

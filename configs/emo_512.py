@@ -12,22 +12,22 @@ import ml_collections
 
 VARIANTS = ("stage1", "stage2", "stage3", "sd")
 
-# (variant, topology) -> (global batch, mesh data x fsdp x tensor, attention_impl, remat_resnets): per slice, the
-# row of benchmarks/results/compile_plan.json with the most examples per second among those that fit (the rows
-# and how they were chosen: docs/scale.md). Each is a throughput setting, not a tuned recipe: the batch differs
+# (variant, topology) -> (global batch, mesh data x fsdp x tensor, attention_impl, remat_resnets, remat_policy): per
+# slice, the row of benchmarks/results/compile_plan.json with the most examples per second among those that fit
+# (the rows and how they were chosen: docs/scale.md). Each is a throughput setting, not a tuned recipe: the batch differs
 # from the paper's 48 (stage 1) or 4 (stages 2-3), and train.lr is not rescaled for it.
 TOPOLOGY_PRESETS = {
-    ("stage1", "v5e-64"): (64, (8, 8, 1), "chunked", False),
-    ("stage1", "v5e-256"): (2048, (32, 8, 1), "splash", False),  # 8 frames per chip
-    ("stage1", "v5p-64"): (48, (8, 2, 2), "xla", False),
-    ("stage1", "v5p-128"): (1024, (16, 4, 1), "splash", False),  # 16 frames per chip
-    ("stage1", "v6e-64"): (64, (8, 8, 1), "xla", False),
-    ("stage2", "v5e-64"): (16, (2, 8, 4), "chunked", True),
-    ("stage2", "v5e-256"): (64, (8, 8, 4), "chunked", True),
-    ("stage2", "v5p-64"): (32, (8, 4, 1), "xla", False),
-    ("stage2", "v5p-128"): (256, (16, 4, 1), "splash", False),  # four clips per chip
-    ("stage2", "v6e-64"): (32, (4, 8, 2), "chunked", True),
-    ("stage3", "v5p-128"): (64, (16, 4, 1), "xla", False),
+    ("stage1", "v5e-64"): (64, (8, 8, 1), "chunked", False, "nothing_saveable"),
+    ("stage1", "v5e-256"): (2048, (32, 8, 1), "splash", False, "nothing_saveable"),  # 8 frames per chip
+    ("stage1", "v5p-64"): (48, (8, 2, 2), "xla", False, "nothing_saveable"),
+    ("stage1", "v5p-128"): (1024, (16, 4, 1), "splash", False, "nothing_saveable"),  # 16 frames per chip
+    ("stage1", "v6e-64"): (64, (8, 8, 1), "xla", False, "nothing_saveable"),
+    ("stage2", "v5e-64"): (16, (2, 8, 4), "chunked", True, "nothing_saveable"),
+    ("stage2", "v5e-256"): (64, (8, 8, 4), "chunked", True, "nothing_saveable"),
+    ("stage2", "v5p-64"): (32, (8, 4, 1), "xla", False, "nothing_saveable"),
+    ("stage2", "v5p-128"): (256, (16, 4, 1), "splash", False, "nothing_saveable"),  # four clips per chip
+    ("stage2", "v6e-64"): (32, (4, 8, 2), "chunked", True, "nothing_saveable"),
+    ("stage3", "v5p-128"): (64, (16, 4, 1), "xla", False, "nothing_saveable"),
 }
 
 
@@ -41,11 +41,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                          "(or leave the topology out and set the mesh and batch with --config.KEY VALUE)")
     c = _config(variant)
     if rest:
-        batch, (data, fsdp, tensor), attention, remat_resnets = TOPOLOGY_PRESETS[variant, rest[0]]
+        batch, (data, fsdp, tensor), attention, remat_resnets, remat_policy = TOPOLOGY_PRESETS[variant, rest[0]]
         c.train.batch_size = batch
         c.mesh.shape.update({"data": data, "fsdp": fsdp, "tensor": tensor})
         c.model.unet.attention_impl = attention
         c.model.unet.remat_resnets = remat_resnets
+        c.model.unet.remat_policy = remat_policy
     return c
 
 

@@ -59,6 +59,14 @@ def utilization(flops_per_step: float | None, step_seconds: float | None, peak_f
     return flops_per_step / step_seconds / peak_flops
 
 
+def utilization_fields(model_flops: float | None, flops: float | None, seconds: float | None,
+                       chip: ChipSpec) -> dict:
+    """A plan row's model FLOPs per chip with the MFU and HFU of its step time on `chip`: the one place both a fresh plan and a row given its model FLOPs afterwards get them."""
+    return {"model_flops_per_step": model_flops,
+            "estimated_mfu": utilization(model_flops, seconds, chip.peak_bf16_flops),
+            "estimated_hfu": utilization(flops, seconds, chip.peak_bf16_flops)}
+
+
 def compile_train_step(config: ml_collections.ConfigDict, devices) -> tuple:
     """(compiled executable, mesh, FlopCount of the whole program's jaxpr) of the full train step on `devices`."""
     traced, mesh = trace_train_step(config, devices)
@@ -158,10 +166,7 @@ def report(compiled, chip: ChipSpec, mesh, global_batch: int, counted: FlopCount
         "estimated_step_seconds": seconds or None,
         "estimate_source": source,
         "examples_per_second": global_batch / seconds if seconds > 0 else None,
-        "model_flops_per_step": model.flops / chips if model is not None else None,
-        "estimated_mfu": utilization(model.flops / chips if model is not None else None, seconds,
-                                     chip.peak_bf16_flops),
-        "estimated_hfu": utilization(flops, seconds, chip.peak_bf16_flops),
+        **utilization_fields(model.flops / chips if model is not None else None, flops, seconds, chip),
     }
 
 

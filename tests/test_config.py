@@ -60,16 +60,16 @@ def test_topology_presets_are_the_best_fitting_compiled_rows():
 
     with open("benchmarks/results/compile_plan.json", encoding="utf-8") as f:
         rows = [r for r in json.load(f).values() if r.get("fits")]
-    for (variant, topology), (batch, mesh, attention, remat_resnets) in TOPOLOGY_PRESETS.items():
+    for (variant, topology), (batch, mesh, attention, remat_resnets, policy) in TOPOLOGY_PRESETS.items():
         same = [r for r in rows if (f"stage{r['stage']}", r["topology"]) == (variant, topology)]
         best = max(same, key=lambda r: r["examples_per_second"])
         assert (best["global_batch"], tuple(best["mesh"][k] for k in ("data", "fsdp", "tensor")),
-                best["attention_impl"], best["remat_resnets"]) == (batch, mesh, attention, remat_resnets), (variant,
-                                                                                                         topology)
+                best["attention_impl"], best["remat_resnets"],
+                best["remat_policy"]) == (batch, mesh, attention, remat_resnets, policy), (variant, topology)
         config = load_config(f"configs/emo_512.py:{variant},{topology}")
         assert config.train.batch_size == batch and config.model.unet.attention_impl == attention
         assert tuple(config.mesh.shape[k] for k in ("data", "fsdp", "tensor")) == mesh
-        assert config.model.unet.remat_resnets == remat_resnets
+        assert (config.model.unet.remat_resnets, config.model.unet.remat_policy) == (remat_resnets, policy)
     assert load_config("configs/emo_512.py:stage2").train.batch_size == 4  # no topology: the paper's settings
     with pytest.raises(ConfigError, match=r"no compiled preset for 'stage2,v4-8'.*v5p-128"):
         load_config("configs/emo_512.py:stage2,v4-8")

@@ -115,7 +115,8 @@ def test_model_flops_leave_out_the_remat_recompute_and_see_through_fused_attenti
     attention. The tiny stage-1 step run with every block rematerialised and chunked attention does more FLOPs
     than its model count."""
     from emo_jax.config import load_config
-    from emo_jax.plan import model_flops_config, trace_train_step, utilization
+    from emo_jax.plan import model_flops_config, trace_train_step, utilization, utilization_fields
+    from emo_jax.topology import CHIPS
 
     config = load_config("configs/tiny.py:stage1")
     config.mesh.shape.update({"data": 1, "fsdp": 1, "tensor": 1})
@@ -128,6 +129,10 @@ def test_model_flops_leave_out_the_remat_recompute_and_see_through_fused_attenti
     assert run > 1.2 * model > 0
     assert (u.remat, u.attention_impl) == (True, "chunked")  # the caller's config is left as it was
     assert utilization(2e12, 0.5, 1e13) == pytest.approx(0.4) and utilization(None, 0.5, 1e13) is None
+    chip = CHIPS["v5p"]
+    fields = utilization_fields(model / 2, run / 2, 0.5, chip)
+    assert fields == {"model_flops_per_step": model / 2, "estimated_mfu": model / chip.peak_bf16_flops,
+                      "estimated_hfu": run / chip.peak_bf16_flops}
 
 
 def test_splash_kernels_flops_join_the_count_and_the_estimate():
