@@ -61,7 +61,8 @@ def utilization(flops_per_step: float | None, step_seconds: float | None, peak_f
 
 def utilization_fields(model_flops: float | None, flops: float | None, seconds: float | None,
                        chip: ChipSpec) -> dict:
-    """A plan row's model FLOPs per chip with the MFU and HFU of its step time on `chip`: the one place both a fresh plan and a row given its model FLOPs afterwards get them."""
+    """A plan row's model FLOPs per chip with the MFU and HFU of its step time on `chip`: the one place both a
+    fresh plan and a row given its model FLOPs afterwards get them."""
     return {"model_flops_per_step": model_flops,
             "estimated_mfu": utilization(model_flops, seconds, chip.peak_bf16_flops),
             "estimated_hfu": utilization(flops, seconds, chip.peak_bf16_flops)}
