@@ -193,14 +193,25 @@ def _worktree(rev: str) -> str:
     return path
 
 
-def run_one(root: str, shape: str, program: str, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", shape, program, "--root", root,
-           "--repeats", str(args.repeats), "--clip-steps", str(args.clip_steps)]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+def run_child(cmd: list[str], env: dict[str, str], cwd: str | None = None) -> dict:
+    """Runs a measuring child process: its result is the JSON object on its last stdout line, or {"error": its
+    last stderr line} when it fails."""
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_fields(results: list[dict], keys) -> dict:
+    """Each key's median (the upper one for an even count) over the results that have no error; {} if none has."""
+    ok = [r for r in results if "error" not in r]
+    return {k: sorted(r[k] for r in ok)[len(ok) // 2] for k in keys} if ok else {}
+
+
+def run_one(root: str, shape: str, program: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", shape, program, "--root", root,
+           "--repeats", str(args.repeats), "--clip-steps", str(args.clip_steps)]
+    return run_child(cmd, dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root))
 
 
 def main() -> None:
@@ -231,11 +242,9 @@ def main() -> None:
                 for version, root in versions.items():
                     runs[version].append(run_one(root, shape, program, args))
             for version, results in runs.items():
-                ok = [r for r in results if "error" not in r]
-                row = {"shape": shape, "program": program, "version": version, "rounds": results}
-                if ok:
-                    row.update({k: sorted(r[k] for r in ok)[len(ok) // 2] for k in ("compile_s", "run_s", "flops")})
-                else:
+                row = {"shape": shape, "program": program, "version": version, "rounds": results,
+                       **median_fields(results, ("compile_s", "run_s", "flops"))}
+                if "run_s" not in row:
                     row["error"] = results[-1]["error"]
                 rows.append(row)
                 _print_row(row)

@@ -18,9 +18,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+from cpu_shapes import median_fields, run_child
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
@@ -58,11 +59,7 @@ def run_one(tunables: str, steps: int) -> dict:
     env.pop("GLIBC_TUNABLES", None)
     if tunables:
         env["GLIBC_TUNABLES"] = tunables
-    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", "--steps", str(steps)], env=env,
-                          capture_output=True, text=True, cwd=_ROOT)
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child([sys.executable, os.path.abspath(__file__), "--child", "--steps", str(steps)], env, cwd=_ROOT)
 
 
 def main() -> None:
@@ -82,13 +79,12 @@ def main() -> None:
     rows = []
     print(f"{'variant':10} {'wall s':>7} {'user s':>7} {'system s':>8} {'faults':>8} {'temp MiB':>8}  (per step)")
     for name, results in runs.items():
-        ok = [r for r in results if "error" not in r]
-        row = {"variant": name, "glibc_tunables": VARIANTS[name], "rounds": results}
-        if not ok:
+        row = {"variant": name, "glibc_tunables": VARIANTS[name], "rounds": results,
+               **median_fields(results, FIELDS + ("temp_bytes",))}
+        if "wall_s" not in row:
             row["error"] = results[-1]["error"]
             print(f"{name:10} error: {row['error']}")
         else:
-            row.update({k: sorted(r[k] for r in ok)[len(ok) // 2] for k in FIELDS + ("temp_bytes",)})
             print(f"{name:10} {row['wall_s']:7.3f} {row['user_s']:7.3f} {row['system_s']:8.3f} "
                   f"{row['minor_faults']:8.0f} {row['temp_bytes'] / 2**20:8.0f}", flush=True)
         rows.append(row)
