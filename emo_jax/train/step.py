@@ -111,12 +111,19 @@ def diffusion_loss(model: EMO, params: dict, schedule: NoiseSchedule, config: ml
     if t_cfg.stage >= 2:
         cond["audio_keep"] = jax.random.bernoulli(k_audio, 1.0 - t_cfg.audio_dropout, (b,))
         cond["motion_keep"] = jax.random.bernoulli(k_motion, 1.0 - t_cfg.motion_dropout, (b,))
-    out = model.apply({"params": params}, add_noise(schedule, x0, noise, t), t, **cond)
-    err = jnp.square(out.astype(jnp.float32) - training_target(schedule, x0, noise, t))
-    per_example = err.reshape(b, -1).mean(axis=1)
+    per_example = denoising_error(model, params, schedule, x0, cond, t, noise)
     if t_cfg.min_snr_gamma > 0:
         per_example = per_example * min_snr_weight(schedule, t, t_cfg.min_snr_gamma)
     return per_example.mean()
+
+
+def denoising_error(model: EMO, params: dict, schedule: NoiseSchedule, x0: jax.Array, cond: dict, t: jax.Array,
+                    noise: jax.Array) -> jax.Array:
+    """Per-example mean squared error [B] of the model's epsilon / v prediction for x0 noised with `noise` at
+    timesteps t [B], given EMO's other inputs by keyword in `cond` (condition keeps included)."""
+    out = model.apply({"params": params}, add_noise(schedule, x0, noise, t), t, **cond)
+    err = jnp.square(out.astype(jnp.float32) - training_target(schedule, x0, noise, t))
+    return err.reshape(x0.shape[0], -1).mean(axis=1)
 
 
 def make_train_step(config: ml_collections.ConfigDict, model: EMO, tx: optax.GradientTransformation, mask: dict,

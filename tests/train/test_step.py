@@ -15,7 +15,7 @@ from emo_jax.models.emo import EMO
 from emo_jax.params import module_of
 from emo_jax.sharding import make_mesh
 from emo_jax.train.state import StateFactory, prune, step_key
-from emo_jax.train.step import Encoders, diffusion_loss, make_train_step, noise_schedule
+from emo_jax.train.step import Encoders, denoising_error, diffusion_loss, make_train_step, noise_schedule
 from emo_jax.train.train import global_batch, used_keys
 from tests.helpers import rel_err
 from tests.train.common import make_config, pipeline_batches, step_runner
@@ -168,6 +168,33 @@ def test_loss_is_the_weighted_error_to_the_noise_or_velocity_target(prediction_t
         snr = (ab / (1 - ab)).reshape(-1)
         per_example *= np.minimum(snr, gamma) / (snr if prediction_type == "epsilon" else snr + 1)
     assert abs(loss - per_example.mean()) < 1e-5 * per_example.mean()
+
+
+def test_denoising_error_is_per_example_at_the_given_timesteps_and_noise():
+    """benchmarks/condition_use.py compares conditions at fixed t and noise: the error must be exactly theirs."""
+    config = load_config("configs/tiny.py:stage2")
+    config.train.update(prediction_type="v_prediction", zero_terminal_snr=True)
+    schedule = noise_schedule(config)
+    rng = np.random.default_rng(1)
+    x0, noise = (jnp.asarray(rng.standard_normal((2, 2, 4, 4, 4)), jnp.float32) for _ in range(2))
+    t = jnp.asarray([999, 10])
+    seen = {}
+
+    def stub(next_fun, args, kwargs, context):
+        if isinstance(context.module, EMO) and context.method_name == "__call__":
+            seen.update(t=np.asarray(args[1]), keep=np.asarray(kwargs["motion_keep"]))
+            return 0.5 * args[0]
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(stub):
+        err = denoising_error(EMO(model_config(config)), {}, schedule, x0, {"motion_keep": jnp.asarray([True, False])},
+                              t, noise)
+    ab = np.asarray(schedule.alphas_cumprod, np.float64)[[999, 10]][:, None, None, None, None]
+    x_t = np.sqrt(ab) * np.asarray(x0, np.float64) + np.sqrt(1 - ab) * np.asarray(noise, np.float64)
+    target = np.sqrt(ab) * np.asarray(noise, np.float64) - np.sqrt(1 - ab) * np.asarray(x0, np.float64)
+    expected = ((0.5 * x_t - target) ** 2).mean(axis=(1, 2, 3, 4))
+    assert err.shape == (2,) and rel_err(np.asarray(err), expected) < 1e-5
+    assert seen["t"].tolist() == [999, 10] and seen["keep"].tolist() == [True, False]
 
 
 @pytest.mark.parametrize("dropped", ["ref", "audio", "motion"])
