@@ -59,6 +59,9 @@ ROWS = {
     "stage2-v5p-128-b256-splash-dots": ("stage2", "v5p-128", 256, 16, 4, 1, "splash", DOTS_SAVED),
     "stage2-v6e-64-b32": ("stage2", "v6e-64", 32, 4, 8, 2, "chunked", RESNET_REMAT),
     "stage3-v5p-128-b64": ("stage3", "v5p-128", 64, 16, 4, 1, "xla"),
+    # Stage 3 with stage 2's best settings: four clips per chip, splash attention, blocks keeping their matmul
+    # outputs (the temporal and speed layers train).
+    "stage3-v5p-128-b256-splash-dots": ("stage3", "v5p-128", 256, 16, 4, 1, "splash", DOTS_SAVED),
 }
 
 

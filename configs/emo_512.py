@@ -27,7 +27,7 @@ TOPOLOGY_PRESETS = {
     ("stage2", "v5p-64"): (32, (8, 4, 1), "xla", False, "nothing_saveable"),
     ("stage2", "v5p-128"): (256, (16, 4, 1), "splash", False, "dots_saveable"),  # four clips per chip
     ("stage2", "v6e-64"): (32, (4, 8, 2), "chunked", True, "nothing_saveable"),
-    ("stage3", "v5p-128"): (64, (16, 4, 1), "xla", False, "nothing_saveable"),
+    ("stage3", "v5p-128"): (256, (16, 4, 1), "splash", False, "dots_saveable"),  # four clips per chip
 }
 
 
