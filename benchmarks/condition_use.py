@@ -4,15 +4,16 @@ as the data gives it, against the same clips with that condition removed or chan
     python benchmarks/condition_use.py DEMO_OUT [--stage stage3] [--workdir DIR] [--batches 8]
         [--timesteps 999 700 300] [--out benchmarks/results/condition_use.json]
 
-DEMO_OUT is an `emo-demo --out` folder (its prepared data and the stage's checkpoint, EMA weights; --workdir
-reads the checkpoint of another emo-train run of the demo's stage config instead, e.g. a variant's). Every batch is
-noised at each fixed timestep with the same noise for every variant, so the differences are the model's alone.
-A condition the model uses raises the error when it is taken away; one it ignores changes nothing. Variants:
+DEMO_OUT is an `emo-demo --out` folder (its prepared data and the stage's checkpoint, EMA weights, with the config
+the checkpoint was trained with; --workdir reads another emo-train run on the same data instead, e.g. a
+variant's). Every batch is noised at each fixed timestep with the same noise for every variant, so the
+differences are the model's alone. A condition the model uses raises the error when it is taken away; one it
+ignores changes nothing. Variants:
   audio dropped / reference dropped / motion dropped   the condition's keep set to False, as in training's dropout
   motion: still last frame     every motion frame the last one (keeps the pose before the clip, not its motion)
   motion: reversed             the motion frames in reverse order
-  speed: constant S            (stage 3) every frame's speed label S, for each --speeds S
-  speed: mirrored              (stage 3) max + min of the batch's labels minus the label (fast <-> slow)
+  speed: constant S            (stage 3 models) every frame's speed label S, for each --speeds S
+  speed: mirrored              (stage 3 models) max + min of the batch's labels minus the label (fast <-> slow)
   motion dropped, speed ...    the speed variants without motion frames, where only the label tells the speed
 A model that carries head motion reads the motion frames' order, not only their last frame; speed layers that
 control motion raise the error when the label is wrong, most of all without motion frames.
@@ -29,17 +30,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from emo_jax.demo.run import demo_configs  # noqa: E402
 
-
-def variants(stage: str, speeds: tuple[float, ...]) -> dict:
+def variants(speed_layers: bool, speeds: tuple[float, ...]) -> dict:
     """name -> (keeps {audio, ref, motion}, motion-frame change, speed change), each change a function or None."""
     still = lambda m: np.repeat(m[:, -1:], m.shape[1], 1)  # noqa: E731
     reverse = lambda m: m[:, ::-1]  # noqa: E731
     out = {"as trained": ({}, None, None), "audio dropped": ({"audio": False}, None, None),
            "reference dropped": ({"ref": False}, None, None), "motion dropped": ({"motion": False}, None, None),
            "motion: still last frame": ({}, still, None), "motion: reversed": ({}, reverse, None)}
-    if stage == "stage3":
+    if speed_layers:
         changes = {f"constant {s}": (lambda s: lambda v: np.full_like(v, s))(s) for s in speeds}
         changes["mirrored"] = lambda v: v.max() + v.min() - v
         for name, change in changes.items():
@@ -72,14 +71,13 @@ def main() -> None:
     from emo_jax.train.train import load_encoders, training_dataset
 
     start = time.perf_counter()
-    config = demo_configs(False)[args.stage]
     out_dir = os.path.abspath(args.demo_out)
+    workdir = os.path.abspath(args.workdir or os.path.join(out_dir, args.stage))
+    config, params = restore_params(workdir, use_ema=True)  # the run's own config: --quick sizes or a variant's
     config.data.path = os.path.join(out_dir, "prepared")
     config.vae.path = os.path.join(out_dir, "encoders", "vae")
     config.audio.wav2vec_path = os.path.join(out_dir, "encoders", "wav2vec2")
     model, _ = build_model(config)
-    workdir = os.path.abspath(args.workdir or os.path.join(out_dir, args.stage))
-    _, params = restore_params(workdir, use_ema=True)
     schedule = noise_schedule(config)
     batches = iter(training_dataset(config))
     batches = [next(batches) for _ in range(args.batches)]
@@ -91,7 +89,8 @@ def main() -> None:
         return denoising_error(model, params, schedule, x0, cond, jnp.full((b,), t, jnp.int32),
                                jax.random.normal(key, x0.shape, jnp.float32)).mean()
 
-    table = variants(args.stage, tuple(args.speeds))
+    speed_layers = config.train.stage == 3
+    table = variants(speed_layers, tuple(args.speeds))
     errors = {t: {name: [] for name in table} for t in args.timesteps}
     for i, batch in enumerate(batches):
         inputs = {k: np.asarray(v) for k, v in model_inputs(config, encoders, frozen, batch).items()}
@@ -122,9 +121,9 @@ def main() -> None:
             cells.append(f"{e.mean():8.4f} ({100 * change / base.mean():+5.1f}%)")
         rows.append(row)
         print(f"{name:42}" + "".join(f"{c:>18}" for c in cells), flush=True)
-    labels = np.concatenate([np.asarray(b["speed"]).ravel() for b in batches]) if args.stage == "stage3" else None
+    labels = np.concatenate([np.asarray(b["speed"]).ravel() for b in batches]) if speed_layers else None
     with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"demo_out": out_dir, "workdir": workdir, "stage": args.stage, "batches": args.batches,
+        json.dump({"demo_out": out_dir, "workdir": workdir, "stage": int(config.train.stage), "batches": args.batches,
                    "clips": int(sum(np.asarray(b[next(iter(b))]).shape[0] for b in batches)),
                    "noise_draws": args.noise_draws, "timesteps": args.timesteps,
                    "speed_labels": None if labels is None else {"min": float(labels.min()), "max": float(labels.max()),
