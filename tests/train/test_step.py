@@ -130,6 +130,19 @@ def test_precomputed_latents_and_audio_features_train_without_encoders():
     assert changed == {"temporal", "speed"}  # stage 3's groups moved, and only they
 
 
+def _stub_emo(seen, scale):
+    """Replaces EMO's forward by `scale * x_t` and records what it was asked (x_t, t, the keep flags) in `seen`."""
+
+    def stub(next_fun, args, kwargs, context):
+        if isinstance(context.module, EMO) and context.method_name == "__call__":
+            seen.update(x_t=np.asarray(args[0]), t=np.asarray(args[1]), **{k: np.asarray(v) for k, v in kwargs.items()
+                                                                           if k.endswith("_keep")})
+            return scale * args[0]
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(stub)
+
+
 def _stub_loss(config, output_scale=0.0, seed=0):
     """diffusion_loss with EMO's forward replaced by a stub returning `output_scale * x_t`.
 
@@ -139,15 +152,7 @@ def _stub_loss(config, output_scale=0.0, seed=0):
     x0 = jnp.asarray(rng.standard_normal((3, 2, 4, 4, 4)), jnp.float32)
     inputs = {"x0": x0, "ref_latent_BHWC": jnp.zeros((3, 4, 4, 4)), "face_mask": jnp.zeros((3, 8, 8, 1))}
     seen = {}
-
-    def stub(next_fun, args, kwargs, context):
-        if isinstance(context.module, EMO) and context.method_name == "__call__":
-            seen.update(x_t=np.asarray(args[0]), t=np.asarray(args[1]), **{k: np.asarray(v) for k, v in kwargs.items()
-                                                                           if k.endswith("_keep")})
-            return output_scale * args[0]
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(stub):
+    with _stub_emo(seen, output_scale):
         loss = diffusion_loss(EMO(model_config(config)), {}, noise_schedule(config), config, inputs,
                               jax.random.PRNGKey(seed))
     return float(loss), np.asarray(x0, np.float64), seen
@@ -179,14 +184,7 @@ def test_denoising_error_is_per_example_at_the_given_timesteps_and_noise():
     x0, noise = (jnp.asarray(rng.standard_normal((2, 2, 4, 4, 4)), jnp.float32) for _ in range(2))
     t = jnp.asarray([999, 10])
     seen = {}
-
-    def stub(next_fun, args, kwargs, context):
-        if isinstance(context.module, EMO) and context.method_name == "__call__":
-            seen.update(t=np.asarray(args[1]), keep=np.asarray(kwargs["motion_keep"]))
-            return 0.5 * args[0]
-        return next_fun(*args, **kwargs)
-
-    with nn.intercept_methods(stub):
+    with _stub_emo(seen, 0.5):
         err = denoising_error(EMO(model_config(config)), {}, schedule, x0, {"motion_keep": jnp.asarray([True, False])},
                               t, noise)
     ab = np.asarray(schedule.alphas_cumprod, np.float64)[[999, 10]][:, None, None, None, None]
@@ -194,7 +192,7 @@ def test_denoising_error_is_per_example_at_the_given_timesteps_and_noise():
     target = np.sqrt(ab) * np.asarray(noise, np.float64) - np.sqrt(1 - ab) * np.asarray(x0, np.float64)
     expected = ((0.5 * x_t - target) ** 2).mean(axis=(1, 2, 3, 4))
     assert err.shape == (2,) and rel_err(np.asarray(err), expected) < 1e-5
-    assert seen["t"].tolist() == [999, 10] and seen["keep"].tolist() == [True, False]
+    assert seen["t"].tolist() == [999, 10] and seen["motion_keep"].tolist() == [True, False]
 
 
 @pytest.mark.parametrize("dropped", ["ref", "audio", "motion"])
