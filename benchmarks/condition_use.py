@@ -15,6 +15,7 @@ ignores changes nothing. Variants:
   speed: constant S            (stage 3 models) every frame's speed label S, for each --speeds S
   speed: mirrored              (stage 3 models) max + min of the batch's labels minus the label (fast <-> slow)
   motion dropped, speed ...    the speed variants without motion frames, where only the label tells the speed
+                               (their baseline is "motion dropped": the same inputs with the speed as labelled)
 A model that carries head motion reads the motion frames' order, not only their last frame; speed layers that
 control motion raise the error when the label is wrong, most of all without motion frames.
 """
@@ -43,7 +44,6 @@ def variants(speed_layers: bool, speeds: tuple[float, ...]) -> dict:
         changes["mirrored"] = lambda v: v.max() + v.min() - v
         for name, change in changes.items():
             out[f"speed: {name}"] = ({}, None, change)
-        out["motion dropped, speed as labelled"] = ({"motion": False}, None, None)
         for name, change in changes.items():
             out[f"motion dropped, speed: {name}"] = ({"motion": False}, None, change)
     return out
