@@ -29,14 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPEED_RANGES = ((0.0, 0.3), (0.3, 0.9), (0.9, 1.5), (1.5, 2.2), (2.2, float("inf")))
 
 
-def change(frames: np.ndarray) -> np.ndarray:
-    """Per frame pair: mean |difference| over pixels and channels."""
-    return np.abs(np.diff(frames.astype(np.float32), axis=0)).reshape(len(frames) - 1, -1).mean(axis=1)
-
-
 def data_rows(records: list, codec, videos: int) -> dict:
     from data_pipeline.schema import decode_jpeg
     from emo_jax.demo.evaluate import spearman
+    from emo_jax.eval.clips import frame_changes as change
 
     frames, decoded = [], []
     for r in records[:videos]:

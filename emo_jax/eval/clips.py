@@ -39,9 +39,15 @@ def identity_accuracy(frames_THWC: np.ndarray, own: int, references: list[np.nda
     return hits / max(1, len(frames_THWC))
 
 
+def frame_changes(frames_T: np.ndarray) -> np.ndarray:
+    """[T - 1]: mean |difference| between frames t and t + 1, over every other axis (pixels and channels)."""
+    diffs = np.abs(np.diff(np.asarray(frames_T, np.float32), axis=0))
+    return diffs.reshape(len(diffs), -1).mean(axis=1)
+
+
 def continuity(frames_THWC: np.ndarray, clip_frames: int) -> tuple[float, float]:
     """(mean |frame change| across clip boundaries, mean |frame change| inside clips)."""
-    diffs = np.abs(np.diff(frames_THWC.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+    diffs = frame_changes(frames_THWC)
     boundary = np.zeros(len(diffs), bool)
     boundary[clip_frames - 1::clip_frames] = True  # diff k is between frames k and k + 1
     inside = diffs[~boundary]
