@@ -12,7 +12,7 @@ correlation between label and change (how much of a frame's change the label exp
 generated on their held-out audio as emo-generate makes them, with the config's guidance scales and with none
 (1, 1); mean |frame change| inside clips and across clip boundaries, its ratio to the training frames', and lip
 sync (emo_jax.demo's measure). A video model changes about as much as its data; much more is flicker, which the
-demo's head-velocity measure reads as speed.
+demo's head-velocity measure cannot tell from head motion.
 """
 from __future__ import annotations
 
@@ -60,13 +60,17 @@ def model_rows(demo_out: str, workdir: str, identities: int, seed: int = 0) -> l
     config, _ = restore_params(workdir, use_ema=True)
     config.vae.path = os.path.join(demo_out, "encoders", "vae")
     config.audio.wav2vec_path = os.path.join(demo_out, "encoders", "wav2vec2")
+    gen = Generator(config, workdir)  # the guidance scales are inputs of its compiled program, not constants
+    inputs = []
+    for k in range(identities):
+        reference, mask = gen.reference(os.path.join(demo_out, "data", f"id{k}_portrait.png"))
+        audio = load_audio(os.path.join(demo_out, "data", "heldout", f"id{k}.wav"))
+        inputs.append((reference, mask, audio))
     rows = []
     for scales in ((config.sample.ref_scale, config.sample.audio_scale), (1.0, 1.0)):
-        config.sample.ref_scale, config.sample.audio_scale = scales
-        gen, measured = Generator(config, workdir), []
-        for k in range(identities):
-            reference, mask = gen.reference(os.path.join(demo_out, "data", f"id{k}_portrait.png"))
-            audio = load_audio(os.path.join(demo_out, "data", "heldout", f"id{k}.wav"))
+        config.sample.ref_scale, config.sample.audio_scale = scales  # Generator.frames reads them from its config
+        measured = []
+        for reference, mask, audio in inputs:
             video = gen.frames(reference, mask, audio, seed)
             boundary, inside = continuity(video, config.model.clip_frames)
             loud = loudness_per_frame(audio, config.data.fps, len(video))
@@ -75,7 +79,6 @@ def model_rows(demo_out: str, workdir: str, identities: int, seed: int = 0) -> l
         rows.append({"workdir": workdir, "steps": int(config.train.steps), "ref_scale": scales[0],
                      "audio_scale": scales[1], "inside_change": float(inside), "boundary_change": float(boundary),
                      "lip_sync": float(lip)})
-        del gen
     return rows
 
 
