@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-SPEED_RANGES = ((0.0, 0.3), (0.3, 0.9), (0.9, 1.5), (1.5, 2.2), (2.2, float("inf")))
+SPEED_RANGES = ((0.0, 0.3), (0.3, 0.9), (0.9, 1.5), (1.5, 2.2), (2.2, 3.0), (3.0, 4.0), (4.0, float("inf")))
 
 
 def data_rows(records: list, codec, videos: int) -> dict:

@@ -94,10 +94,19 @@ def draw_head(image: np.ndarray, ident: Identity, cx: float, cy: float, mouth_op
     cv2.ellipse(image, (c(cx), c(cy + 0.55 * h)), (c(0.5 * s), c(mouth_h)), 0, 0, 360, MOUTH, -1)
 
 
-# True roll speeds (degrees per frame) the videos' halves are drawn at: a still head up to fast turns. emo-prepare's
-# head_pose label reads the drawn heads a little low at the fast end (measured: 1/2/3/4 -> 0.90/1.81/2.48/2.91 median).
-ROLL_SPEEDS = (0.0, 0.4, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0)
-ROLL_AMPLITUDE = 18.0  # degrees: the head tilts between -18 and +18, turning back at the ends
+# True roll speeds (degrees per frame) the videos are drawn at, a still head up to fast shakes, and the swing's ends.
+# The roll is meant to be the largest change of a 32 px crop that the speed label can explain: at the earlier
+# 0-3 deg/frame, an 18 degree swing and a full sway, the rank correlation of a 12-frame clip's true speed with its
+# crop's mean frame change was 0.21 (15 videos); at 0-6 deg/frame, 30 degrees and half the sway, 0.54 (0.71
+# without sway, 0.75 without sway and mouth: those two carry lip sync and the face locator). emo-prepare's
+# head_pose label reads a 30 degree swing at 1/2/3/4/5/6 deg/frame as 1.01/1.97/2.92/3.81/4.30/4.82 (the turning
+# points, smoothed, slow the fast swings): monotonic, as the speed layers need.
+ROLL_SPEEDS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+ROLL_AMPLITUDE = 30.0  # degrees: the head tilts between -30 and +30, turning back at the ends
+# The roll's speed changes every 1/ROLL_SEGMENTS of a video (every 20 frames of the demo's 8 s at 15 fps), so most
+# training clips' speed differs from their motion frames': the label, not the previous clip, says how fast to turn.
+ROLL_SEGMENTS = 6
+SWAY = 0.5  # of the earlier sway's amplitude (a face moving inside its crop, which the face locator must follow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,16 +130,16 @@ def roll_track(speeds_T: np.ndarray, phase: float) -> np.ndarray:
 
 def head_motion(num_frames: int, fps: float, side: int, seed: int) -> HeadMotion:
     """A drawn head's motion: a slow sway in x and y (so the face moves inside its crop from clip to clip, which the
-    face locator must follow) and a roll whose speed changes once, halfway, between two of ROLL_SPEEDS (the speed
-    layers' ground truth)."""
+    face locator must follow) and a roll whose speed changes ROLL_SEGMENTS times, each time to one of ROLL_SPEEDS
+    (the speed layers' ground truth)."""
     rng = np.random.default_rng(seed)
     t = np.arange(num_frames) / fps
-    ax, ay = rng.uniform(0.05, 0.09) * side, rng.uniform(0.02, 0.04) * side
+    ax, ay = SWAY * rng.uniform(0.05, 0.09) * side, SWAY * rng.uniform(0.02, 0.04) * side
     px, py = rng.uniform(3.0, 5.0), rng.uniform(2.5, 4.0)
     cx = side / 2 + ax * np.sin(2 * np.pi * t / px + rng.uniform(0, 2 * np.pi))
     cy = side / 2 + ay * np.sin(2 * np.pi * t / py + rng.uniform(0, 2 * np.pi))
-    first, second = rng.choice(ROLL_SPEEDS, size=2)
-    speed = np.where(np.arange(num_frames) < num_frames // 2, first, second).astype(np.float64)
+    segment = np.minimum(np.arange(num_frames) * ROLL_SEGMENTS // max(num_frames, 1), ROLL_SEGMENTS - 1)
+    speed = rng.choice(ROLL_SPEEDS, size=ROLL_SEGMENTS)[segment].astype(np.float64)
     return HeadMotion(cx, cy, roll_track(speed, float(rng.uniform())), speed)
 
 

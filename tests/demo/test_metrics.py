@@ -8,7 +8,7 @@ from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, 
                                    speed_result, speed_summary, widen_mask)
 from emo_jax.demo.metrics import (continuity, face_patches, face_pose, head_roll, identity_accuracy,
                                   mouth_opening, pearson, roll_velocity, share_inside)
-from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, HeadMotion, head_motion, loudness_per_frame, make_identities,
+from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, ROLL_SEGMENTS, ROLL_SPEEDS, HeadMotion, head_motion, loudness_per_frame, make_identities,
                                     reference_image, render_video, roll_track, speech_audio)
 
 FPS, SIDE, SMALL = 25, 128, 32
@@ -58,6 +58,21 @@ def test_roll_track_turns_at_the_given_speed_between_the_ends():
     assert np.all(roll_track(np.zeros(50), 0.3) == roll_track(np.zeros(50), 0.3)[0])
 
 
+def test_head_motion_changes_roll_speed_within_a_video():
+    """The drawn roll speed is constant within each of ROLL_SEGMENTS stretches, drawn from ROLL_SPEEDS, and differs
+    between stretches in most videos: the label, not the motion frames, must tell the speed layers the new speed."""
+    changed = 0
+    for seed in range(10):
+        m = head_motion(120, 15, SIDE, seed)
+        stretches = np.split(m.roll_speed, ROLL_SEGMENTS)
+        assert all(np.all(s == s[0]) and s[0] in ROLL_SPEEDS for s in stretches)
+        changed += sum(a[0] != b[0] for a, b in zip(stretches, stretches[1:]))
+        # The drawn roll turns at that speed away from the swing's ends.
+        straight = np.abs(m.roll[1:]) < ROLL_AMPLITUDE - 6.5
+        assert np.allclose(np.abs(np.diff(m.roll))[straight], m.roll_speed[1:][straight])
+    assert changed >= 0.7 * 10 * (ROLL_SEGMENTS - 1)
+
+
 def _rendered(ident, speed: float, seed: int, frames: int = 60, dx: float = 0.0):
     """32 px frames of a drawn head rolling at `speed` degrees per frame, moved dx pixels of the 128 px drawing; the
     middle 96 px are kept, about as emo-prepare crops the demo's videos."""
@@ -76,22 +91,24 @@ def test_head_roll_and_its_velocity_read_from_32px_frames(k):
         frames, motion = _rendered(ident, speed, seed=k)
         roll = head_roll(frames, reference)
         assert np.isfinite(roll).all()
-        assert np.median(np.abs(roll - motion.roll)) < 1.5  # degrees
+        assert np.median(np.abs(roll - motion.roll)) < 2.0  # degrees (per-frame reading noise: sd 0.6-1.9)
         measured.append(roll_velocity(roll).mean())
         drawn.append(roll_velocity(motion.roll).mean())
     # A still head reads below 0.5 deg/frame (pixel noise, also the floor under slow turns); faster turns read
     # faster, every step of the way.
     assert measured[0] < 0.5 and np.all(np.diff(measured) > 0.3), measured
-    # Read as the label reads the drawn roll: the label's smoothing rounds the turning points, so a 3 deg/frame
-    # triangle wave of +-18 degrees reads about 2.2 both ways.
-    assert np.allclose(measured, drawn, atol=0.3), (measured, drawn)
-    assert 1.9 < drawn[-1] < 2.6
+    # Turning heads read as the label reads the drawn roll: the label's smoothing rounds the turning points, so a
+    # 3 deg/frame triangle wave of +-30 degrees reads about 2.5 both ways.
+    assert np.allclose(measured[1:], drawn[1:], atol=0.3), (measured, drawn)
+    assert 2.2 < drawn[-1] < 2.8
 
 
 def test_speed_result_leaves_out_unreadable_frames():
     ident = make_identities(2)[1]
     reference = _small(reference_image(ident, SIDE)[None, 16:112, 16:112])[0]
-    frames, _ = _rendered(ident, 1.0, seed=5, frames=30)
+    # A head rolling from 6 to 20 degrees, its last 10 frames turned 60 more: beyond the measure's +-40 (near 90
+    # degrees the drawn face can match a wrong angle inside the range; the demo's heads swing +-30).
+    frames, _ = _rendered(ident, 0.5, seed=5, frames=30)
     turn = cv2.getRotationMatrix2D((SMALL / 2, SMALL / 2), 60.0, 1.0)
     frames[20:] = [cv2.warpAffine(f, turn, (SMALL, SMALL), borderMode=cv2.BORDER_REPLICATE) for f in frames[20:]]
     result = speed_result("id1", 1.0, frames, reference)
