@@ -80,6 +80,8 @@ def _config(variant: str) -> ml_collections.ConfigDict:
     u.temporal_layers = 1  # AnimateDiff v2
     u.speed_attention = variant == "stage3"
     u.speed_dim = 768
+    # The speed attention feeds the temporal attention (models/temporal.py says why; False: the earlier order).
+    u.speed_before_temporal = True
     # "cudnn" on GPUs; "chunked" bounds score memory anywhere; "pallas_tpu" cannot run SD1.5 widths (head_dim
     # 160 at the deep levels; its flash kernel needs <= 128 or a multiple of 128). See docs/scale.md.
     u.attention_impl = "xla"

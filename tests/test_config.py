@@ -73,3 +73,19 @@ def test_topology_presets_are_the_best_fitting_compiled_rows():
     assert load_config("configs/emo_512.py:stage2").train.batch_size == 4  # no topology: the paper's settings
     with pytest.raises(ConfigError, match=r"no compiled preset for 'stage2,v4-8'.*v5p-128"):
         load_config("configs/emo_512.py:stage2,v4-8")
+
+
+def test_checkpoint_model_sections_from_before_the_speed_order_setting():
+    """A stage-3 checkpoint saved before model.unet.speed_before_temporal existed ran its speed attention after the
+    temporal attention: it matches a config that says so and is refused by one that runs it first; a stage-2
+    checkpoint (no speed layers) matches either."""
+    from emo_jax.train.checkpoint import _model_section
+
+    for variant, matches_new in (("stage3", False), ("stage2", True)):
+        old = load_config(f"configs/tiny.py:{variant}")
+        del old.model.unet["speed_before_temporal"]
+        new = load_config(f"configs/tiny.py:{variant}")
+        assert new.model.unet.speed_before_temporal
+        assert (_model_section(old) == _model_section(new)) == matches_new
+        new.model.unet.speed_before_temporal = False
+        assert _model_section(old) == _model_section(new)

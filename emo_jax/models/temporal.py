@@ -68,7 +68,8 @@ class TemporalTransformer(nn.Module):
 
 
 class MotionModule(nn.Module):
-    """Temporal attention over [motion frames ; clip frames], motion frames sliced off, then speed attention."""
+    """Temporal attention over [motion frames ; clip frames], motion frames sliced off, with EMO's speed attention
+    on the clip's frames before it (cfg.speed_before_temporal) or after it."""
 
     dim: int
     cfg: UNetConfig
@@ -84,13 +85,25 @@ class MotionModule(nn.Module):
         if motion_MHWC is not None:
             n_motion = motion_MHWC.shape[0] // b
             full = jnp.concatenate([motion_MHWC.reshape(b, n_motion, hgt, wid, c).astype(x_BFHWC.dtype), x_BFHWC], 1)
+        if cfg.speed_attention and cfg.speed_before_temporal:
+            # Before the temporal attention, so each frame's speed reaches the attention that moves features
+            # across frames. After it (as first built) a frame's speed only added to that frame's features: on the
+            # demo, wrong speed labels raised a stage-3 model's denoising error 0.1-3.2%, read first 2.5-6.1%
+            # (benchmarks/results/condition_use_stage3_redrawn*.json).
+            x_BFHWC = x_BFHWC + self._speed(x_NHWC, speed_NKD).reshape(b, num_frames, hgt, wid, c)
+            full = x_BFHWC if motion_MHWC is None else jnp.concatenate([full[:, :n_motion], x_BFHWC], 1)
         delta = TemporalTransformer(self.dim, cfg, name="temporal_transformer")(full)
         x_NHWC = (x_BFHWC + delta[:, n_motion:]).reshape(n, hgt, wid, c)
-        if cfg.speed_attention:
-            kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
-            tokens = x_NHWC.reshape(n, hgt * wid, c)
-            out = Attention(self.dim, cfg.temporal_heads, context_dim=cfg.speed_dim, zero_init_out=True,
-                            **cfg.attention_options, name="speed_attn", **kw)(
-                layer_norm(name="speed_norm", **kw)(tokens), speed_NKD)
-            x_NHWC = x_NHWC + out.reshape(n, hgt, wid, c)
+        if cfg.speed_attention and not cfg.speed_before_temporal:
+            x_NHWC = x_NHWC + self._speed(x_NHWC, speed_NKD)
         return x_NHWC
+
+    def _speed(self, x_NHWC, speed_NKD):
+        """The speed attention's residual [N, H, W, C]: each frame's features attend to its speed tokens."""
+        cfg = self.cfg
+        n, hgt, wid, c = x_NHWC.shape
+        kw = dict(dtype=cfg.compute_dtype, param_dtype=cfg.weights_dtype)
+        out = Attention(self.dim, cfg.temporal_heads, context_dim=cfg.speed_dim, zero_init_out=True,
+                        **cfg.attention_options, name="speed_attn", **kw)(
+            layer_norm(name="speed_norm", **kw)(x_NHWC.reshape(n, hgt * wid, c)), speed_NKD)
+        return out.reshape(n, hgt, wid, c)

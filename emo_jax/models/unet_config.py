@@ -45,6 +45,10 @@ class UNetConfig:
     temporal_layers: int = 1
     speed_attention: bool = False
     speed_dim: int = 768
+    # Where a motion module's speed attention runs: True, before its temporal attention (each frame's speed reaches
+    # the attention that moves features across frames; configs/emo_512.py); False, after it, as emo-jax built it
+    # until 2026-11-29, the value a checkpoint saved before then was trained with.
+    speed_before_temporal: bool = False
     # Execution.
     attention_impl: str = "xla"
     attention_chunk: int = 1024

@@ -308,8 +308,14 @@ def _model_section(config) -> dict:
     model = json.loads(config.model.to_json_best_effort())
     if "speed" in model:  # checkpoints from before the unit was a setting used the one unit there was
         model["speed"].setdefault("unit", "degrees_per_frame")
+    unet = model.get("unet", {})
     for name in EXECUTION_FIELDS:
-        model.get("unet", {}).pop(name, None)
+        unet.pop(name, None)
+    # Checkpoints from before the speed attention's place was a setting ran it after the temporal attention; a model
+    # without speed layers computes the same either way.
+    unet.setdefault("speed_before_temporal", False)
+    if not unet.get("speed_attention"):
+        unet.pop("speed_before_temporal")
     return model
 
 

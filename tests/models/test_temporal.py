@@ -89,3 +89,36 @@ def test_too_many_frames_for_the_positional_table_is_an_error(modules):
     frames = ours.cfg.temporal_max_len + 1
     with pytest.raises(ValueError, match="exceed unet.temporal_max_len"):
         ours.apply({"params": params}, jnp.zeros((frames, SIDE, SIDE, C)), frames)
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_a_frames_speed_reaches_the_other_frames_through_temporal_attention(before):
+    """With the speed attention before the temporal attention (configs/emo_512.py's order), one frame's speed
+    changes the other frames' output: the temporal attention moves it across the clip. After it (the order of
+    checkpoints saved before 2026-11-29) a frame's speed changes that frame only."""
+    config = load_config("configs/tiny.py:stage3")
+    assert config.model.unet.speed_before_temporal
+    config.model.unet.speed_before_temporal = before
+    ucfg = model_config(config).unet
+    assert ucfg.speed_attention
+    rng = np.random.default_rng(2)
+    clip = rng.standard_normal((B * FRAMES, SIDE, SIDE, C)).astype(np.float32)
+    motion = rng.standard_normal((B * N_MOTION, SIDE, SIDE, C)).astype(np.float32)
+    speed = rng.standard_normal((B * FRAMES, 2, ucfg.speed_dim)).astype(np.float32)
+    module = MotionModule(C, ucfg)
+    params = nn.unbox(module.init(jax.random.PRNGKey(0), clip, FRAMES, motion, speed)["params"])
+    # Every zero-initialised output (the temporal proj_out, speed_attn's to_out) made non-zero.
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+    params = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    run = jax.jit(lambda s: module.apply({"params": params}, clip, FRAMES, motion, s))
+    base = np.asarray(run(speed)).reshape(B, FRAMES, -1)
+    other = speed.copy()
+    other[0] = rng.standard_normal(other[0].shape)  # the first clip's first frame only
+    moved = np.asarray(run(other)).reshape(B, FRAMES, -1)
+    assert rel_err(moved[0, :1], base[0, :1]) > 1e-3
+    if before:
+        assert rel_err(moved[0, 1:], base[0, 1:]) > 1e-3  # the clip's later frames see frame 0's speed
+    else:
+        assert rel_err(moved[0, 1:], base[0, 1:]) < 1e-6
+    assert rel_err(moved[1], base[1]) < 1e-6  # the other clip does not
