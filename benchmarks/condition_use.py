@@ -57,7 +57,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=8)
     p.add_argument("--noise-draws", type=int, default=2, help="noise draws per batch and timestep")
     p.add_argument("--timesteps", type=int, nargs="+", default=[999, 700, 300])
-    p.add_argument("--speeds", type=float, nargs="+", default=[0.1, 1.3, 2.5])
+    p.add_argument("--speeds", type=float, nargs="+", default=[0.5, 2.5, 4.5])  # the demo labels span 0-4.8
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                  "condition_use.json"))
     args = p.parse_args()
