@@ -80,18 +80,17 @@ class MotionModule(nn.Module):
         n, hgt, wid, c = x_NHWC.shape
         b = n // num_frames
         x_BFHWC = x_NHWC.reshape(b, num_frames, hgt, wid, c)
-        full = x_BFHWC
-        n_motion = 0
-        if motion_MHWC is not None:
-            n_motion = motion_MHWC.shape[0] // b
-            full = jnp.concatenate([motion_MHWC.reshape(b, n_motion, hgt, wid, c).astype(x_BFHWC.dtype), x_BFHWC], 1)
         if cfg.speed_attention and cfg.speed_before_temporal:
             # Before the temporal attention, so each frame's speed reaches the attention that moves features
             # across frames. After it (as first built) a frame's speed only added to that frame's features: on the
             # demo, wrong speed labels raised a stage-3 model's denoising error 0.1-3.2%, read first 2.5-6.1%
             # (benchmarks/results/condition_use_stage3_redrawn*.json).
             x_BFHWC = x_BFHWC + self._speed(x_NHWC, speed_NKD).reshape(b, num_frames, hgt, wid, c)
-            full = x_BFHWC if motion_MHWC is None else jnp.concatenate([full[:, :n_motion], x_BFHWC], 1)
+        full = x_BFHWC
+        n_motion = 0
+        if motion_MHWC is not None:
+            n_motion = motion_MHWC.shape[0] // b
+            full = jnp.concatenate([motion_MHWC.reshape(b, n_motion, hgt, wid, c).astype(x_BFHWC.dtype), x_BFHWC], 1)
         delta = TemporalTransformer(self.dim, cfg, name="temporal_transformer")(full)
         x_NHWC = (x_BFHWC + delta[:, n_motion:]).reshape(n, hgt, wid, c)
         if cfg.speed_attention and not cfg.speed_before_temporal:

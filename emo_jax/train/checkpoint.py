@@ -313,9 +313,10 @@ def _model_section(config) -> dict:
         unet.pop(name, None)
     # Checkpoints from before the speed attention's place was a setting ran it after the temporal attention; a model
     # without speed layers computes the same either way.
-    unet.setdefault("speed_before_temporal", False)
-    if not unet.get("speed_attention"):
-        unet.pop("speed_before_temporal")
+    if unet.get("speed_attention"):
+        unet.setdefault("speed_before_temporal", False)
+    else:
+        unet.pop("speed_before_temporal", None)
     return model
 
 

@@ -8,8 +8,9 @@ from emo_jax.demo.evaluate import (LocatorResult, SpeedResult, locator_summary, 
                                    speed_result, speed_summary, widen_mask)
 from emo_jax.demo.metrics import (continuity, face_patches, face_pose, head_roll, identity_accuracy,
                                   mouth_opening, pearson, roll_velocity, share_inside)
-from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, ROLL_SEGMENTS, ROLL_SPEEDS, HeadMotion, head_motion, loudness_per_frame, make_identities,
-                                    reference_image, render_video, roll_track, speech_audio)
+from emo_jax.demo.synthetic import (ROLL_AMPLITUDE, ROLL_SEGMENTS, ROLL_SPEEDS, HeadMotion, head_motion,
+                                    loudness_per_frame, make_identities, reference_image, render_video, roll_track,
+                                    speech_audio)
 
 FPS, SIDE, SMALL = 25, 128, 32
 
