@@ -41,10 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # frames that all repeat the last one raise the error -2.0% at 500 steps, +3.4% at 1,000; reversed +5.8% ->
     # +28.6%), the motion the speed layers modulate, and flickers less (frame_change.py: 2.1x -> 1.5x the data's
     # change a frame). The cost: about 8 more minutes on a 2-core host (1.33 steps/s in session 20).
-    # Stage 3 at 750 steps instead of 250: from the same stage 2, the mean roll velocity over the 5 speed settings
-    # went 1.25 / 2.27 / 2.47 / 1.89 / 1.99 deg/frame at 250 steps (Spearman 0.2), 1.31 / 1.77 / 1.81 / 2.49 / 2.29
-    # at 750 (0.9) and 0.74 / 1.26 / 1.99 / 2.55 / 2.20 at 1,500 (0.9; benchmarks/results/speed_stage3_steps.json).
-    # The cost: about 7 more minutes on a 2-core host.
+    # Stage 3 at 750 steps instead of 250: from the same stage 2, the roll velocity's Spearman over the speed
+    # settings went 0.2 -> 0.9 (1,500 steps: 0.9; benchmarks/results/speed_stage3_steps.json, by
+    # benchmarks/speed_control.py). The cost: about 7 more minutes on a 2-core host.
     t.steps = {"stage1": 300, "stage2": 1000, "stage3": 750}[variant]
     # v-prediction on a zero-terminal-SNR schedule (Lin et al. 2024; Hallo trains EMO this way too). With epsilon
     # prediction the first sampling steps get x0 from eps / sqrt(abar) ~ 15 x eps: after 300 stage-1 steps the
