@@ -35,6 +35,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="benchmarks/results/speed_control.json")
     args = p.parse_args(argv)
     path = lambda *parts: os.path.join(args.demo_out, *parts)  # noqa: E731
+    if not os.path.isfile(path("metrics.json")):
+        sys.exit(f"{args.demo_out} has no metrics.json: give the folder of a finished `emo-demo --out` run")
     with open(path("metrics.json"), encoding="utf-8") as f:
         demo = json.load(f)
     if demo.get("quick"):
